@@ -1,0 +1,20 @@
+"""Model family adapters, one file each, recognised by the pipeline class in `model_index.json`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from videogen.errors import UserError
+from videogen.families.base import Family
+from videogen.families.wan import Wan
+
+FAMILIES: list[type[Family]] = [Wan]
+
+
+def family_for(index: dict[str, Any], where: str) -> type[Family]:
+    cls_name = index.get("_class_name")
+    for family in FAMILIES:
+        if cls_name in family.pipelines:
+            return family
+    supported = ", ".join(f"{f.name} ({', '.join(f.pipelines)})" for f in FAMILIES)
+    raise UserError(f"{where}: unsupported model family '{cls_name}'; supported: {supported}")

@@ -1,0 +1,75 @@
+"""Tiny random models in diffusers format, built from small configs and saved with save_pretrained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+WORDS = ("a an the red green blue cat dog runs on beach moving left right up down circle square "
+         "black white gray background video of in sky").split()
+
+
+def word_tokenizer(max_length: int = 16):
+    """A word-level tokenizer built with `tokenizers`, with T5's post-processing (appends </s>)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in WORDS:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=max_length)
+
+
+def tiny_umt5(vocab_size: int, d_model: int = 32):
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    cfg = UMT5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                     relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0)
+    return UMT5EncoderModel(cfg).eval()
+
+
+def tiny_wan_components(scheduler: str = "unipc", seed: int = 0, vae: str = "wan") -> dict:
+    from diffusers import (
+        AutoencoderKL,
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+        WanTransformer3DModel,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = word_tokenizer()
+    text_encoder = tiny_umt5(len(tokenizer))
+    if vae == "wan":
+        autoencoder = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                                       temperal_downsample=[False, True, True])
+        channels = 16
+    else:  # an image VAE applied per frame, like the built-in model's
+        autoencoder = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                                    up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
+                                    norm_num_groups=4, layers_per_block=1,
+                                    latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.5, 0.7, 1.0, 2.0])
+        channels = 4
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=channels,
+        out_channels=channels, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+    )
+    if scheduler == "unipc":
+        sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    else:
+        sched = FlowMatchEulerDiscreteScheduler(shift=7.0)
+    return {"transformer": transformer.eval(), "vae": autoencoder.eval(), "scheduler": sched,
+            "text_encoder": text_encoder, "tokenizer": tokenizer}
+
+
+def save_tiny_wan(folder: Path, **kwargs) -> Path:
+    from diffusers import WanPipeline
+
+    WanPipeline(**tiny_wan_components(**kwargs)).save_pretrained(folder, safe_serialization=True)
+    return folder

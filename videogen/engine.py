@@ -1,0 +1,197 @@
+"""The engine: load a model once, then render many RenderSpecs through the one sampling loop."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import videogen
+from videogen import loading
+from videogen.errors import RenderError, UserError
+from videogen.families import Family, family_for
+from videogen.families.base import Geometry
+from videogen.sampling import sample
+from videogen.spec import RenderSpec
+
+log = logging.getLogger("videogen")
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Fields that change how a model is loaded: renders that differ here need another Engine.
+ENGINE_FIELDS = ("model", "device", "dtype", "offload", "vae_tiling", "compile", "attention", "cache",
+                 "cache_threshold", "quantize")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What can be known about a model without loading weights."""
+
+    source: loading.ModelSource
+    index: dict[str, Any]
+    family: type[Family]
+    geometry: Geometry
+
+
+def inspect_model(ref: str) -> ModelInfo:
+    source = loading.resolve_model(ref)
+    index = loading.read_model_index(source.path)
+    family = family_for(index, str(source.path))
+    return ModelInfo(source, index, family, family.geometry(source.path, index))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here")
+    elif device.type != "cpu":
+        raise UserError(f"unsupported device '{name}'; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return DTYPES[name]
+
+
+def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
+    """Fill the model's defaults and check what the model can take; bad values are refused by name."""
+    d = info.family.defaults
+    spec = spec.replace(
+        frames=spec.frames or d.frames, height=spec.height or d.height, width=spec.width or d.width,
+        steps=spec.steps or d.steps, guidance=d.guidance if spec.guidance is None else spec.guidance,
+        fps=spec.fps or d.fps, negative_prompt=d.negative_prompt if spec.negative_prompt is None else spec.negative_prompt,
+        seed=secrets.randbelow(2**31) if spec.seed is None else spec.seed,
+    )
+    problems = info.geometry.problems(spec.frames, spec.height, spec.width)
+    if problems:
+        raise UserError(f"{info.family.name} model: " + "; ".join(problems))
+    if not spec.prompt.strip():
+        raise UserError("the prompt is empty")
+    return spec
+
+
+def versions() -> dict[str, str]:
+    import diffusers
+    import transformers
+
+    return {"videogen": videogen.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+@dataclass
+class RenderResult:
+    frames: np.ndarray  # uint8 [F,H,W,3]
+    frames_float: torch.Tensor  # float32 [F,H,W,3] in [0,1], before quantisation
+    spec: RenderSpec  # resolved: every default filled in
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """A loaded model. `Engine.load(...)` once, then `render(spec)` as often as needed."""
+
+    def __init__(self, info: ModelInfo, model: Family, key: tuple[Any, ...], load_seconds: float):
+        self.info, self.model, self.key, self.load_seconds = info, model, key, load_seconds
+
+    @classmethod
+    def load(cls, spec: RenderSpec, progress: Progress | None = None) -> Engine:
+        start = time.perf_counter()
+        info = inspect_model(spec.model)
+        device = resolve_device(spec.device)
+        dtype = resolve_dtype(spec.dtype, device)
+        if progress:
+            progress("load", 0, 1)
+        torch.set_flush_denormal(True)  # denormals make small models several times slower on CPUs
+        try:
+            model = info.family(info.source.path, info.index, device, dtype)
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a corrupt or mismatched checkpoint
+            raise UserError(f"{info.source.path}: cannot load the model: {type(e).__name__}: {e}") from None
+        from videogen import options
+
+        options.apply(model, spec, device)
+        if progress:
+            progress("load", 1, 1)
+        key = engine_key(spec)
+        return cls(info, model, key, time.perf_counter() - start)
+
+    def accepts(self, spec: RenderSpec) -> bool:
+        return engine_key(spec) == self.key
+
+    def resolve(self, spec: RenderSpec) -> RenderSpec:
+        return resolve_spec(spec, self.info)
+
+    @torch.no_grad()
+    def render(self, spec: RenderSpec, progress: Progress | None = None) -> RenderResult:
+        spec = self.resolve(spec)
+        timings: dict[str, float] = {"load": round(self.load_seconds, 4)}
+
+        def stage(name: str, fn: Callable[[], Any]) -> Any:
+            start = time.perf_counter()
+            out = fn()
+            timings[name] = round(time.perf_counter() - start, 4)
+            return out
+
+        if progress:
+            progress("encode", 0, 1)
+        cond, uncond = stage("encode", lambda: self.model.encode(spec))
+        plan = self.model.plan(spec, cond, uncond)
+        total = len(plan.timesteps)
+        if progress:
+            progress("denoise", 0, total)
+        latents = stage("denoise", lambda: sample(plan, (lambda i, n, _x: progress("denoise", i + 1, n))
+                                                 if progress else None))
+        if not torch.isfinite(latents).all():
+            raise RenderError("the sampler produced NaN or infinite values (try --dtype float32 or bfloat16)")
+        if progress:
+            progress("decode", 0, 1)
+        frames = stage("decode", lambda: self.model.decode(latents, spec))
+        if progress:
+            progress("decode", 1, 1)
+        timings["per_step"] = round(timings["denoise"] / max(total, 1), 4)
+        record = self.record(spec, plan.info, timings)
+        return RenderResult(frames=_to_uint8(frames), frames_float=frames, spec=spec, record=record)
+
+    def record(self, spec: RenderSpec, plan_info: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+        device = self.model.device
+        return {
+            "prompt": spec.prompt, "negative_prompt": spec.negative_prompt, "seed": spec.seed,
+            "steps": spec.steps, "guidance": spec.guidance, "frames": spec.frames, "height": spec.height,
+            "width": spec.width, "fps": spec.fps,
+            "model": self.info.source.record(), "family": self.info.family.name,
+            "scheduler": plan_info.get("scheduler"),
+            "dtype": str(self.model.dtype).removeprefix("torch."), "device": str(device),
+            "versions": versions(), "timings": timings,
+            "spec": spec.replace(device=str(device), dtype=str(self.model.dtype).removeprefix("torch.")).to_dict(),
+        }
+
+
+def engine_key(spec: RenderSpec) -> tuple[Any, ...]:
+    return tuple(getattr(spec, f) for f in ENGINE_FIELDS)
+
+
+def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+    return (frames * 255).round().to(torch.uint8).numpy()
+
+
+def model_path(ref: str) -> Path:
+    return loading.resolve_model(ref).path

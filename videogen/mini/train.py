@@ -1,0 +1,295 @@
+"""Train the miniature text-to-video model and export it in diffusers (WanPipeline) format.
+
+    python -m videogen.mini.train --work runs/mini --out videogen/mini/model
+
+Stages: VAE (per-frame AutoencoderKL) -> latent statistics + pre-encoded latents -> transformer
+(WanTransformer3DModel + tiny UMT5 text encoder, flow matching).  Seeded; checkpoints to the work
+folder every few minutes and resumes from there when restarted with the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data
+from . import modeling as M
+
+
+def log(work: Path, msg: str) -> None:
+    line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+    print(line, flush=True)
+    with open(work / "log.txt", "a") as f:
+        f.write(line + "\n")
+
+
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+# ----------------------------------------------------------------------------- VAE
+def vae_eval(vae, n_clips: int = 64, seed: int = 999) -> float:
+    rng = np.random.default_rng(seed)
+    b = data.sample_batch(n_clips, rng, data.all_combos())
+    vae.eval()
+    with torch.no_grad():
+        x = M.video_to_tensor(b.video)
+        rec = []
+        for i in range(0, x.shape[0], 256):
+            z = vae.encode(x[i : i + 256]).latent_dist.mode()
+            rec.append(vae.decode(z).sample)
+        rec = torch.cat(rec)
+        rec = ((rec / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    vae.train()
+    return psnr_uint8(rec.reshape(b.video.shape), b.video)
+
+
+def train_vae(args, work: Path):
+    final = work / "vae_final.pt"
+    vae = M.build_vae(args.latent_channels)
+    if final.exists():
+        vae.load_state_dict(torch.load(final)["vae"])
+        return vae.eval()
+    torch.manual_seed(args.seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    step = 0
+    ck = work / "vae_ckpt.pt"
+    rng = np.random.default_rng(args.seed + 1)
+    if ck.exists():
+        s = torch.load(ck, weights_only=False)
+        vae.load_state_dict(s["vae"])
+        opt.load_state_dict(s["opt"])
+        step = s["step"]
+        rng.bit_generator.state = s["rng"]
+        torch.set_rng_state(s["torch_rng"])
+        log(work, f"vae: resumed at step {step}")
+    train_combos = data.split_combos()[0]
+    last_ck = time.time()
+    t0 = time.time()
+    vae.train()
+    while step < args.vae_steps:
+        lr = args.vae_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.vae_steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        b = data.sample_batch(args.vae_batch, rng, train_combos)
+        fi = rng.integers(0, data.FRAMES, args.vae_batch)
+        x = M.video_to_tensor(b.video[np.arange(args.vae_batch), fi][:, None])
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        err = rec - x
+        loss = err.pow(2).mean() + 0.5 * err.abs().mean() + args.vae_kl * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 100 == 0:
+            log(work, f"vae step {step} loss {loss.item():.5f} lr {lr:.2e} ({time.time() - t0:.0f}s)")
+        if step % 500 == 0 or step == args.vae_steps:
+            log(work, f"vae step {step} PSNR {vae_eval(vae):.2f} dB")
+        if time.time() - last_ck > args.ckpt_every or step == args.vae_steps:
+            atomic_save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                         "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, ck)
+            last_ck = time.time()
+    psnr = vae_eval(vae, n_clips=128, seed=12345)
+    log(work, f"vae done: {step} steps, fresh-clip PSNR {psnr:.2f} dB")
+    atomic_save({"vae": vae.state_dict(), "psnr": psnr}, final)
+    return vae.eval()
+
+
+# ----------------------------------------------------------------------------- latents
+def encode_pool(args, work: Path, vae):
+    path = work / "latents.pt"
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    rng = np.random.default_rng(args.seed + 2)
+    train_combos = data.split_combos()[0]
+    t0 = time.time()
+    lats, caps = [], []
+    for i in range(0, args.pool, 64):
+        b = data.sample_batch(min(64, args.pool - i), rng, train_combos)
+        lats.append(M.encode_video(vae, b.video).half())
+        caps += b.captions
+    lat = torch.cat(lats)  # [N, C, F, h, w] raw posterior modes
+    flat = lat.float().transpose(0, 1).reshape(lat.shape[1], -1)
+    mean = flat.mean(1)
+    std = flat.std(1)
+    pool = {"latents": lat, "captions": caps, "mean": mean, "std": std}
+    atomic_save(pool, path)
+    log(work, f"encoded {len(caps)} clips in {time.time() - t0:.0f}s; latents_mean {mean.tolist()} std {std.tolist()}")
+    return pool
+
+
+# ----------------------------------------------------------------------------- transformer
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--work", default="runs/mini")
+    p.add_argument("--out", default="videogen/mini/model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ckpt-every", type=float, default=180.0)
+    p.add_argument("--latent-channels", type=int, default=4)
+    p.add_argument("--vae-steps", type=int, default=1500)
+    p.add_argument("--vae-batch", type=int, default=64)
+    p.add_argument("--vae-lr", type=float, default=2e-3)
+    p.add_argument("--vae-kl", type=float, default=1e-6)
+    p.add_argument("--pool", type=int, default=16000)
+    p.add_argument("--steps", type=int, default=9000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--head-dim", type=int, default=32)
+    p.add_argument("--ffn", type=int, default=256)
+    p.add_argument("--text-dim", type=int, default=64)
+    p.add_argument("--shift", type=float, default=3.0)
+    p.add_argument("--cfg-drop", type=float, default=0.1)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--export-every", type=int, default=1000)
+    p.add_argument("--stop-at", default=None, help="UTC HH:MM: stop (checkpoint + export) at this wall time")
+    p.add_argument("--vae-only", action="store_true")
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "args.json").write_text(json.dumps(vars(args), indent=1))
+
+    vae = train_vae(args, work)
+    for q in vae.parameters():
+        q.requires_grad_(False)
+    if args.vae_only:
+        return
+    pool = encode_pool(args, work, vae)
+    train_transformer(args, work, vae, pool)
+
+
+def train_transformer(args, work: Path, vae, pool):
+    from .evaluate import quick_eval
+    from .export import export
+
+    torch.manual_seed(args.seed + 3)
+    tok = M.build_tokenizer()
+    te = M.build_text_encoder(len(tok), args.text_dim)
+    tr = M.build_transformer(args.latent_channels, args.text_dim, layers=args.layers, heads=args.heads,
+                             head_dim=args.head_dim, ffn=args.ffn)
+    params = list(tr.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    ema_tr, ema_te = copy.deepcopy(tr).eval(), copy.deepcopy(te).eval()
+    for q in list(ema_tr.parameters()) + list(ema_te.parameters()):
+        q.requires_grad_(False)
+    step = 0
+    rng = np.random.default_rng(args.seed + 4)
+    ck = work / "tr_ckpt.pt"
+    train_s = 0.0
+    if ck.exists():
+        s = torch.load(ck, weights_only=False)
+        tr.load_state_dict(s["tr"])
+        te.load_state_dict(s["te"])
+        ema_tr.load_state_dict(s["ema_tr"])
+        ema_te.load_state_dict(s["ema_te"])
+        opt.load_state_dict(s["opt"])
+        step = s["step"]
+        rng.bit_generator.state = s["rng"]
+        torch.set_rng_state(s["torch_rng"])
+        train_s = s.get("train_s", 0.0)
+        log(work, f"transformer: resumed at step {step}")
+    n_tr = sum(q.numel() for q in tr.parameters())
+    n_te = sum(q.numel() for q in te.parameters())
+    log(work, f"transformer params {n_tr / 1e6:.2f}M, text encoder {n_te / 1e6:.3f}M")
+
+    lat_all = pool["latents"]
+    caps_all = pool["captions"]
+    mean, std = pool["mean"], pool["std"]
+    ema_params = list(ema_tr.parameters()) + list(ema_te.parameters())
+    live_params = list(tr.parameters()) + list(te.parameters())
+
+    def save():
+        atomic_save({"tr": tr.state_dict(), "te": te.state_dict(), "ema_tr": ema_tr.state_dict(),
+                     "ema_te": ema_te.state_dict(), "opt": opt.state_dict(), "step": step,
+                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "train_s": train_s}, ck)
+
+    def do_export():
+        export(args.out, tok, ema_te, ema_tr, vae, mean, std, args.shift)
+        log(work, f"exported EMA weights at step {step} to {args.out}")
+
+    stop_ts = None
+    if args.stop_at:
+        hh, mm = map(int, args.stop_at.split(":"))
+        now = time.gmtime()
+        stop_ts = time.time() + ((hh * 60 + mm) - (now.tm_hour * 60 + now.tm_min)) * 60 - now.tm_sec
+    last_ck = time.time()
+    tr.train()
+    te.train()
+    losses = []
+    t_seg = time.time()
+    while step < args.steps:
+        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = rng.integers(0, lat_all.shape[0], args.batch)
+        x0 = (lat_all[idx].float() - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
+        caps = [caps_all[i] if rng.random() >= args.cfg_drop else "" for i in idx]
+        # logit-normal u, then the same time shift as the inference scheduler
+        u = torch.sigmoid(torch.from_numpy(rng.standard_normal(args.batch)).float())
+        s = M.shifted_sigmas(u, args.shift)
+        noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32))
+        sb = s.view(-1, 1, 1, 1, 1)
+        xt = (1 - sb) * x0 + sb * noise
+        emb = M.encode_prompts(tok, te, caps)
+        pred = tr(xt, s * 1000.0, emb, return_dict=False)[0]
+        loss = (pred - (noise - x0)).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        d = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, live_params, 1 - d)
+        losses.append(loss.item())
+        if step % 100 == 0:
+            now = time.time()
+            train_s += now - t_seg
+            t_seg = now
+            log(work, f"step {step} loss {np.mean(losses):.4f} lr {lr:.2e} train_s {train_s:.0f}")
+            losses = []
+        finished = step == args.steps
+        timed_out = stop_ts is not None and time.time() > stop_ts
+        if time.time() - last_ck > args.ckpt_every or finished or timed_out:
+            save()
+            last_ck = time.time()
+        if step % args.export_every == 0 or finished or timed_out:
+            do_export()
+        if step % args.eval_every == 0 or finished or timed_out:
+            t1 = time.time()
+            res = quick_eval(tok, ema_te, ema_tr, vae, mean, std, args.shift, n=48, steps=16, guidance=5.0)
+            log(work, f"eval step {step}: {res} ({time.time() - t1:.0f}s)")
+            t_seg += time.time() - t1
+        if timed_out:
+            log(work, "stop-at time reached")
+            break
+    log(work, f"transformer done at step {step}, train time {train_s:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

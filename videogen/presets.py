@@ -1,0 +1,137 @@
+"""Presets: YAML files naming a model and defaults for any render field, validated with clear errors."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from videogen.errors import UserError
+from videogen.spec import check_value, spec_field_types
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "presets"
+if not BUILTIN_DIR.is_dir():  # source checkout without an install: presets/ sits beside videogen/
+    BUILTIN_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+MAX_PRESET_BYTES = 256 * 1024
+# Fields a preset may not set: they belong to one render, not to a reusable preset.
+NOT_IN_PRESETS = {"prompt", "image", "last_image"}
+META_KEYS = {"description", "tasks"}
+
+
+def user_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "videogen" / "presets"
+
+
+def allowed_keys() -> list[str]:
+    return sorted((set(spec_field_types()) - NOT_IN_PRESETS) | META_KEYS)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    path: Path
+    description: str
+    values: dict[str, Any]  # validated RenderSpec fields, "model" included when given
+
+    @property
+    def model(self) -> str | None:
+        return self.values.get("model")
+
+
+def suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read preset ({e.strerror})") from None
+    if len(raw) > MAX_PRESET_BYTES:
+        raise UserError(f"{path}: preset is larger than {MAX_PRESET_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}:{where} invalid YAML: {problem}") from None
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors and aliases: presets never need them, and they allow billion-laughs."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
+        return super().compose_node(parent, index)
+
+
+def parse_preset(path: Path, name: str | None = None) -> Preset:
+    data = _read_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a preset must be a mapping of keys to values, not {type(data).__name__}")
+    keys = allowed_keys()
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise UserError(f"{path}: keys must be strings, not {key!r}")
+        if key in META_KEYS:
+            continue
+        if key not in keys:
+            raise UserError(f"{path}: unknown key '{key}'{suggest(key, keys)}; valid keys: {', '.join(keys)}")
+        values[key] = check_value(key, value, f"{path}")
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        raise UserError(f"{path}: 'description' must be a string")
+    return Preset(name=name or path.stem, path=path, description=description, values=values)
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def all_presets() -> dict[str, Path]:
+    """Name -> file. User presets shadow built-in ones of the same name."""
+    found = {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.yaml"))}
+    udir = user_dir()
+    if udir.is_dir():
+        found.update({p.stem: p for p in sorted(udir.glob("*.yaml"))})
+    return found
+
+
+def looks_like_path(ref: str) -> bool:
+    return ref.endswith((".yaml", ".yml")) or os.sep in ref or ref.startswith(".")
+
+
+def find_preset(ref: str) -> Preset | None:
+    """A preset by name, or None if no preset has that name (paths must exist)."""
+    if looks_like_path(ref):
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise UserError(f"preset file not found: {ref}")
+        return parse_preset(path)
+    path = all_presets().get(ref)
+    return parse_preset(path, ref) if path else None
+
+
+def load_preset(ref: str) -> Preset:
+    preset = find_preset(ref)
+    if preset is None:
+        names = sorted(all_presets())
+        raise UserError(f"unknown preset '{ref}'{suggest(ref, names)}; available: {', '.join(names)}")
+    return preset
