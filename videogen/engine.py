@@ -81,12 +81,27 @@ def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
         fps=spec.fps or d.fps, negative_prompt=d.negative_prompt if spec.negative_prompt is None else spec.negative_prompt,
         seed=secrets.randbelow(2**31) if spec.seed is None else spec.seed,
     )
+    check_images(spec, info)
     problems = info.geometry.problems(spec.frames, spec.height, spec.width)
     if problems:
         raise UserError(f"{info.family.name} model: " + "; ".join(problems))
     if not spec.prompt.strip():
         raise UserError("the prompt is empty")
     return spec
+
+
+def check_images(spec: RenderSpec, info: ModelInfo) -> None:
+    family, task = info.family, info.family.task_of(info.index)
+    takes_image = task in ("i2v", "flf2v", "ti2v")
+    if spec.image is None and task in ("i2v", "flf2v"):
+        raise UserError(f"this {family.name} model is image-to-video: give the first frame with --image")
+    if spec.image is not None and not takes_image:
+        raise UserError(f"this {family.name} model is text-to-video only and cannot take --image")
+    if spec.last_image is not None and task != "flf2v":
+        raise UserError(f"this {family.name} model cannot take --last-image")
+    for flag, value in (("--image", spec.image), ("--last-image", spec.last_image)):
+        if value is not None and not Path(value).is_file():
+            raise UserError(f"{flag}: file not found: {value}")
 
 
 def versions() -> dict[str, str]:
@@ -154,6 +169,8 @@ class Engine:
         if progress:
             progress("encode", 0, 1)
         cond, uncond = stage("encode", lambda: self.model.encode(spec))
+        if progress:
+            progress("encode", 1, 1)
         plan = self.model.plan(spec, cond, uncond)
         total = len(plan.timesteps)
         if progress:

@@ -20,7 +20,7 @@ if not BUILTIN_DIR.is_dir():  # source checkout without an install: presets/ sit
 MAX_PRESET_BYTES = 256 * 1024
 # Fields a preset may not set: they belong to one render, not to a reusable preset.
 NOT_IN_PRESETS = {"prompt", "image", "last_image"}
-META_KEYS = {"description", "tasks"}
+META_KEYS = {"description", "family"}
 
 
 def user_dir() -> Path:
@@ -37,6 +37,7 @@ class Preset:
     name: str
     path: Path
     description: str
+    family: str | None
     values: dict[str, Any]  # validated RenderSpec fields, "model" included when given
 
     @property
@@ -98,7 +99,10 @@ def parse_preset(path: Path, name: str | None = None) -> Preset:
     description = data.get("description") or ""
     if not isinstance(description, str):
         raise UserError(f"{path}: 'description' must be a string")
-    return Preset(name=name or path.stem, path=path, description=description, values=values)
+    family = data.get("family")
+    if family is not None and not isinstance(family, str):
+        raise UserError(f"{path}: 'family' must be a string")
+    return Preset(name=name or path.stem, path=path, description=description, family=family, values=values)
 
 
 def builtin_names() -> list[str]:

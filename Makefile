@@ -1,0 +1,30 @@
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+
+.PHONY: install test lint demo bench mini-model clean
+
+$(BIN)/videogen: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/videogen
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+lint: install
+	$(BIN)/ruff check videogen cli tests bench
+
+demo: install
+	$(BIN)/videogen generate "a red circle moving left on a black background" --seed 1 -o outputs/demo.mp4 --overwrite
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,138 @@
+"""The `videogen` command. Heavy libraries are imported only when a render starts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from videogen.cli import options as o
+from videogen.errors import VideogenError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Text to video with open latent video diffusion models.")
+presets_app = typer.Typer(no_args_is_help=False, help="List and show presets.")
+app.add_typer(presets_app, name="presets")
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="What the video shows.", show_default=False)] = None,
+    model: o.Model = None, preset: o.PresetOpt = None, negative_prompt: o.Negative = None,
+    frames: o.Frames = None, height: o.Height = None, width: o.Width = None, steps: o.Steps = None,
+    guidance: o.Guidance = None, guidance_2: o.Guidance2 = None, seed: o.Seed = None, fps: o.Fps = None,
+    image: o.Image = None, last_image: o.LastImage = None, scheduler: o.Scheduler = None,
+    flow_shift: o.FlowShift = None, max_sequence_length: o.MaxTokens = None, crf: o.Crf = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output .mp4 | .webm | .gif | folder for PNG frames (default: ./outputs/<prompt>-s<seed>.mp4).")] = None,
+    device: o.Device = None, dtype: o.Dtype = None, offload: o.Offload = None, vae_tiling: o.VaeTiling = None,
+    compile: o.Compile = None, attention: o.Attention = None, cache: o.CacheOpt = None,
+    cache_threshold: o.CacheThreshold = None, quantize: o.Quantize = None, batch_cfg: o.BatchCfg = None,
+    from_: Annotated[Path | None, typer.Option("--from", help="Re-render from a run record (.json, or a video carrying one); flags override it.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Render one video from a text prompt."""
+    from videogen.cli.render import render_one
+
+    flags = o.flag_values(
+        model=model, negative_prompt=negative_prompt, frames=frames, height=height, width=width, steps=steps,
+        guidance=guidance, guidance_2=guidance_2, seed=seed, fps=fps, image=image, last_image=last_image,
+        scheduler=scheduler, flow_shift=flow_shift, max_sequence_length=max_sequence_length, crf=crf,
+        device=device, dtype=dtype, offload=offload, vae_tiling=vae_tiling, compile=compile, attention=attention,
+        cache=cache, cache_threshold=cache_threshold, quantize=quantize, batch_cfg=batch_cfg,
+    )
+    record = None
+    if from_ is not None:
+        from videogen.video import load_record
+
+        record = load_record(from_)
+    spec = o.merge(prompt, flags, preset, record, where=str(from_) if from_ else "")
+    result = render_one(spec, output, overwrite=overwrite, quiet=quiet)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(result["output"] + "\n")
+
+
+@presets_app.callback(invoke_without_command=True)
+def presets_default(ctx: typer.Context) -> None:
+    """List presets (default) or show one."""
+    if ctx.invoked_subcommand is None:
+        presets_list()
+
+
+@presets_app.command("list")
+def presets_list() -> None:
+    """List built-in and user presets."""
+    from videogen import presets
+
+    for name, path in sorted(presets.all_presets().items()):
+        p = presets.parse_preset(path, name)
+        sys.stdout.write(f"{name:<28} {p.model or '(built-in model)':<40} {p.description}\n")
+
+
+@presets_app.command("show")
+def presets_show(name: Annotated[str, typer.Argument(help="Preset name or YAML path.")]) -> None:
+    """Print a preset's file."""
+    from videogen import presets
+
+    p = presets.load_preset(name)
+    sys.stdout.write(f"# {p.path}\n{p.path.read_text(encoding='utf-8')}")
+
+
+@app.command()
+def models() -> None:
+    """Supported model families, their tasks and the presets that use them."""
+    from videogen.cli.listing import list_models
+
+    list_models()
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and an exit code, never a traceback."""
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click import exceptions as click_errors
+    except ImportError:
+        from click import exceptions as click_errors
+
+    from videogen.cli.progress import setup_logging
+
+    setup_logging()
+    import signal
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM ends a render like Ctrl-C: partial files removed, exit 130
+
+    signal.signal(signal.SIGTERM, _terminate)
+    code = 0
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as e:
+        code = e.exit_code
+    except typer.Abort:
+        sys.stderr.write("interrupted\n")
+        code = 130
+    except click_errors.ClickException as e:
+        sys.stderr.write(f"error: {e.format_message()}\n")
+        code = 2
+    except VideogenError as e:
+        sys.stderr.write(f"error: {e}\n")
+        code = e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        code = 130
+    except Exception as e:  # a bug or a failure deep in a library: one line, details on request
+        import os
+
+        if os.environ.get("VIDEOGEN_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        sys.stderr.write(f"error: {type(e).__name__}: {msg} (set VIDEOGEN_DEBUG=1 for a traceback)\n")
+        code = 1
+    sys.stdout.flush()
+    raise SystemExit(code)
+

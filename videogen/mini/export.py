@@ -1,0 +1,65 @@
+"""Export the mini model as a diffusers WanPipeline folder and load it back."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from . import modeling as M
+
+MODEL_DIR = Path(__file__).parent / "model"
+
+
+def export(out, tokenizer, text_encoder, transformer, vae, mean, std, shift: float) -> None:
+    from diffusers import WanPipeline
+
+    out = Path(out)
+    vae = copy.deepcopy(vae).eval()
+    vae.register_to_config(
+        latents_mean=[float(v) for v in mean],
+        latents_std=[float(v) for v in std],
+        scaling_factor=1.0,
+        shift_factor=None,
+        # informational, read by WanPipeline.__init__ (per-frame 2D VAE: no temporal compression)
+        scale_factor_temporal=1,
+        scale_factor_spatial=2 ** (len(vae.config.block_out_channels) - 1),
+    )
+    pipe = WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=copy.deepcopy(text_encoder).eval(),
+        vae=vae,
+        transformer=copy.deepcopy(transformer).eval(),
+        scheduler=M.build_scheduler(shift),
+    )
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    idx = json.loads((tmp / "model_index.json").read_text())
+    assert idx["_class_name"] == "WanPipeline", idx
+    assert idx["vae"] == ["diffusers", "AutoencoderKL"], idx
+    assert idx["transformer"] == ["diffusers", "WanTransformer3DModel"], idx
+    assert idx["text_encoder"] == ["transformers", "UMT5EncoderModel"], idx
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def load(path=MODEL_DIR):
+    """Load the components of an exported folder (without going through WanPipeline)."""
+    from diffusers import AutoencoderKL, UniPCMultistepScheduler, WanTransformer3DModel
+    from transformers import PreTrainedTokenizerFast, UMT5EncoderModel
+
+    path = Path(path)
+    tok = PreTrainedTokenizerFast.from_pretrained(path / "tokenizer")
+    te = UMT5EncoderModel.from_pretrained(path / "text_encoder").eval()
+    tr = WanTransformer3DModel.from_pretrained(path / "transformer").eval()
+    vae = AutoencoderKL.from_pretrained(path / "vae").eval()
+    sched = UniPCMultistepScheduler.from_pretrained(path / "scheduler")
+    mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32)
+    std = torch.tensor(vae.config.latents_std, dtype=torch.float32)
+    return tok, te, tr, vae, sched, mean, std
