@@ -29,6 +29,8 @@ class RenderSpec:
     steps: int | None = None
     guidance: float | None = None
     guidance_2: float | None = None
+    # True classifier-free guidance of guidance-distilled models (HunyuanVideo), whose `guidance` is embedded.
+    true_guidance: float | None = None
     seed: int | None = None
     fps: int | None = None
     scheduler: str | None = None
@@ -87,6 +89,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "steps": (1, 1000),
     "guidance": (0.0, 100.0),
     "guidance_2": (0.0, 100.0),
+    "true_guidance": (0.0, 100.0),
     "seed": (0, 2**63 - 1),
     "fps": (1, 240),
     "flow_shift": (0.0, 100.0),
