@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from videogen.cli import options as o
+
 from videogen.errors import VideogenError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,21 +12,21 @@ from videogen.errors import UserError
 from videogen.spec import BUILTIN_MODEL, RenderSpec, check_value
 
 
-class DeviceDtype(str, Enum):
+class DeviceDtype(StrEnum):
     auto = "auto"
     float32 = "float32"
     bfloat16 = "bfloat16"
     float16 = "float16"
 
 
-class OffloadMode(str, Enum):
+class OffloadMode(StrEnum):
     none = "none"
     model = "model"
     sequential = "sequential"
     group = "group"
 
 
-class CacheMode(str, Enum):
+class CacheMode(StrEnum):
     none = "none"
     fbc = "fbc"
     mag = "mag"
@@ -34,7 +34,7 @@ class CacheMode(str, Enum):
     pab = "pab"
 
 
-class QuantizeMode(str, Enum):
+class QuantizeMode(StrEnum):
     none = "none"
     fp8 = "fp8"
 
@@ -98,10 +98,9 @@ def merge(prompt: str | None, flags: dict[str, Any], preset: str | None,
             values[key] = check_value(key, value, where or "run record")
     model_flag = flags.pop("model", None)
     preset_ref = preset
-    if model_flag is not None and preset_ref is None and not Path(model_flag).expanduser().exists():
-        if presets.find_preset(model_flag) is not None if not presets.looks_like_path(model_flag) else False:
-            preset_ref = model_flag  # `-m wan2.1-t2v-1.3b` names a preset
-            model_flag = None
+    if (model_flag is not None and preset_ref is None and not presets.looks_like_path(model_flag)
+            and not Path(model_flag).expanduser().exists() and presets.find_preset(model_flag) is not None):
+        preset_ref, model_flag = model_flag, None  # `-m wan2.1-t2v-1.3b` names a preset
     if preset_ref is None and model_flag is None and "model" not in values:
         preset_ref = "mini"  # the built-in model, with its own render defaults
     if preset_ref is not None:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import torch
 
-WORDS = ("a an the red green blue cat dog runs on beach moving left right up down circle square "
-         "black white gray background video of in sky").split()
+WORDS = ["a", "an", "the", "red", "green", "blue", "cat", "dog", "runs", "on", "beach", "moving", "left", "right", "up", "down", "circle", "square", "black", "white", "gray", "background", "video", "of", "in", "sky"]
 
 
 def word_tokenizer(max_length: int = 16):
@@ -68,8 +67,25 @@ def tiny_wan_components(scheduler: str = "unipc", seed: int = 0, vae: str = "wan
             "text_encoder": text_encoder, "tokenizer": tokenizer}
 
 
+def save_components(folder: Path, pipeline: str, parts: dict, **config) -> Path:
+    """Write a diffusers model folder by hand (for component mixes a pipeline's constructor refuses)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {"_class_name": pipeline, "_diffusers_version": "0.42.1", **config}
+    for name, part in parts.items():
+        part.save_pretrained(folder / name)
+        library = "transformers" if type(part).__module__.startswith("transformers") else "diffusers"
+        index[name] = [library, type(part).__name__]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
 def save_tiny_wan(folder: Path, **kwargs) -> Path:
     from diffusers import WanPipeline
 
-    WanPipeline(**tiny_wan_components(**kwargs)).save_pretrained(folder, safe_serialization=True)
+    parts = tiny_wan_components(**kwargs)
+    if kwargs.get("vae", "wan") != "wan":
+        return save_components(folder, "WanPipeline", parts, boundary_ratio=None, expand_timesteps=False)
+    WanPipeline(**parts).save_pretrained(folder, safe_serialization=True)
     return folder

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +113,7 @@ def components(index: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def check_model_folder(path: Path) -> None:
     """Refuse folders that are not diffusers models and weights that are only stored as pickles."""
     index = read_model_index(path)
-    for name, (library, cls) in components(index).items():
+    for name, (library, _cls) in components(index).items():
         if library not in ALLOWED_LIBRARIES:
             raise UserError(
                 f"{path}: component '{name}' comes from '{library}', which is custom code; "
@@ -175,10 +174,7 @@ def load_component(path: Path, name: str, library: str, cls_name: str, dtype: An
         kwargs["trust_remote_code"] = False
     try:
         return cls.from_pretrained(sub, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as e:
+    except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: cannot load component '{name}': {first}") from None
 
-
-def hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")

@@ -29,6 +29,7 @@ class RenderSpec:
     steps: int | None = None
     guidance: float | None = None
     guidance_2: float | None = None
+    dynamic_guidance: bool | None = None  # CogVideoX's cosine-ramped guidance (diffusers' use_dynamic_cfg)
     # True classifier-free guidance of guidance-distilled models (HunyuanVideo), whose `guidance` is embedded.
     true_guidance: float | None = None
     seed: int | None = None
@@ -72,6 +73,9 @@ def spec_field_types() -> dict[str, Any]:
         if f.name == "extras":
             continue
         hint = hints[f.name]
+        if typing.get_origin(hint) is Literal:
+            out[f.name] = tuple(get_args(hint))
+            continue
         args = [a for a in get_args(hint) if a is not type(None)] or [hint]
         base = args[0]
         if typing.get_origin(base) is Literal:

@@ -65,13 +65,17 @@ def check_output(output: Path, overwrite: bool) -> None:
             raise UserError(f"output exists: {p} (use --overwrite to replace it, or -o for another path)")
     if output.is_dir() and output_kind(output) != "png":
         raise UserError(f"output is a folder: {output}")
-    parent = output.parent
+    parent = output.absolute().parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # folders still to be created are made when the video is written
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".videogen-probe-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "a file is in the way")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".videogen-probe-"):
             pass
     except OSError as e:
-        raise UserError(f"cannot write to output folder {parent}: {e.strerror or e}") from None
+        raise UserError(f"cannot write to output folder {output.parent}: {e.strerror or e}") from None
 
 
 def _ffmpeg() -> str:

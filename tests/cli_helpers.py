@@ -1,0 +1,44 @@
+"""Run the real `videogen` entry point, in-process (fast) or as a subprocess (the real thing)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def run_inprocess(capsys, *args: str) -> Run:
+    from videogen.cli.main import main
+
+    old = sys.argv
+    sys.argv = ["videogen", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.argv = old
+    cap = capsys.readouterr()
+    return Run(code, cap.out, cap.err)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120) -> Run:
+    exe = Path(sys.executable).with_name("videogen")
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=full_env,
+                          timeout=timeout)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.exists() else set()
