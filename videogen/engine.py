@@ -74,7 +74,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
     """Fill the model's defaults and check what the model can take; bad values are refused by name."""
-    d = info.family.defaults
+    d = info.family.defaults_for(info.index)
     spec = spec.replace(
         frames=spec.frames or d.frames, height=spec.height or d.height, width=spec.width or d.width,
         steps=spec.steps or d.steps, guidance=d.guidance if spec.guidance is None else spec.guidance,
@@ -82,6 +82,10 @@ def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
         seed=secrets.randbelow(2**31) if spec.seed is None else spec.seed,
     )
     check_images(spec, info)
+    from videogen.schedulers import scheduler_names
+
+    if spec.scheduler is not None and spec.scheduler not in scheduler_names():
+        raise UserError(f"unknown scheduler '{spec.scheduler}'; choose one of {', '.join(scheduler_names())}")
     problems = info.geometry.problems(spec.frames, spec.height, spec.width)
     if problems:
         raise UserError(f"{info.family.name} model: " + "; ".join(problems))
@@ -97,7 +101,8 @@ def check_images(spec: RenderSpec, info: ModelInfo) -> None:
         raise UserError(f"this {family.name} model is image-to-video: give the first frame with --image")
     if spec.image is not None and not takes_image:
         raise UserError(f"this {family.name} model is text-to-video only and cannot take --image")
-    if spec.last_image is not None and task != "flf2v":
+    # A family that may hold first-last-frame models (Wan I2V) checks the model itself at render time.
+    if spec.last_image is not None and task != "flf2v" and "flf2v" not in family.tasks:
         raise UserError(f"this {family.name} model cannot take --last-image")
     for flag, value in (("--image", spec.image), ("--last-image", spec.last_image)):
         if value is not None and not Path(value).is_file():
@@ -135,6 +140,7 @@ class Engine:
         if progress:
             progress("load", 0, 1)
         torch.set_flush_denormal(True)  # denormals make small models several times slower on CPUs
+        quiet_libraries()
         try:
             model = info.family(info.source.path, info.index, device, dtype)
         except (UserError, KeyboardInterrupt):
@@ -200,6 +206,16 @@ class Engine:
             "versions": versions(), "timings": timings,
             "spec": spec.replace(device=str(device), dtype=str(self.model.dtype).removeprefix("torch.")).to_dict(),
         }
+
+
+def quiet_libraries() -> None:
+    """Our progress display replaces the libraries' own bars and info chatter."""
+    import diffusers
+    import transformers
+
+    for lib in (diffusers, transformers):
+        lib.utils.logging.disable_progress_bar()
+        lib.utils.logging.set_verbosity_error()
 
 
 def engine_key(spec: RenderSpec) -> tuple[Any, ...]:

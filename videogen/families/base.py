@@ -81,6 +81,11 @@ class Family(ABC):
     def task_of(cls, index: dict[str, Any]) -> str:
         return cls.tasks[0]
 
+    @classmethod
+    def defaults_for(cls, index: dict[str, Any]) -> Defaults:
+        """The defaults of this model (a family whose models differ, e.g. in fps, overrides this)."""
+        return cls.defaults
+
     @abstractmethod
     def encode(self, spec: RenderSpec) -> tuple[Conditioning, Conditioning | None]:
         """Prompt (and image) conditioning; the second is None when guidance is off."""
