@@ -23,7 +23,8 @@ def generate(
     prompt: Annotated[str | None, typer.Argument(help="What the video shows.", show_default=False)] = None,
     model: o.Model = None, preset: o.PresetOpt = None, negative_prompt: o.Negative = None,
     frames: o.Frames = None, height: o.Height = None, width: o.Width = None, steps: o.Steps = None,
-    guidance: o.Guidance = None, guidance_2: o.Guidance2 = None, seed: o.Seed = None, fps: o.Fps = None,
+    guidance: o.Guidance = None, guidance_2: o.Guidance2 = None, true_guidance: o.TrueGuidance = None,
+    seed: o.Seed = None, fps: o.Fps = None,
     image: o.Image = None, last_image: o.LastImage = None, scheduler: o.Scheduler = None,
     flow_shift: o.FlowShift = None, max_sequence_length: o.MaxTokens = None, crf: o.Crf = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output .mp4 | .webm | .gif | folder for PNG frames (default: ./outputs/<prompt>-s<seed>.mp4).")] = None,
@@ -40,7 +41,8 @@ def generate(
 
     flags = o.flag_values(
         model=model, negative_prompt=negative_prompt, frames=frames, height=height, width=width, steps=steps,
-        guidance=guidance, guidance_2=guidance_2, seed=seed, fps=fps, image=image, last_image=last_image,
+        guidance=guidance, guidance_2=guidance_2, true_guidance=true_guidance, seed=seed, fps=fps, image=image,
+        last_image=last_image,
         scheduler=scheduler, flow_shift=flow_shift, max_sequence_length=max_sequence_length, crf=crf,
         device=device, dtype=dtype, offload=offload, vae_tiling=vae_tiling, compile=compile, attention=attention,
         cache=cache, cache_threshold=cache_threshold, quantize=quantize, batch_cfg=batch_cfg,
