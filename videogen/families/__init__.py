@@ -6,9 +6,11 @@ from typing import Any
 
 from videogen.errors import UserError
 from videogen.families.base import Family
+from videogen.families.hunyuan import Hunyuan
+from videogen.families.mochi import Mochi
 from videogen.families.wan import Wan
 
-FAMILIES: list[type[Family]] = [Wan]
+FAMILIES: list[type[Family]] = [Wan, Hunyuan, Mochi]
 
 
 def family_for(index: dict[str, Any], where: str) -> type[Family]:

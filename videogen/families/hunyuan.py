@@ -1,0 +1,139 @@
+"""HunyuanVideo text-to-video: Llama + CLIP text, embedded (distilled) guidance, optional true CFG.
+
+`--guidance` is the embedded guidance the model was distilled with (diffusers' `guidance_scale`, given to the
+transformer as guidance x 1000; one forward per step). `--true-guidance` > 1 adds real classifier-free guidance
+against the negative prompt (diffusers' `true_cfg_scale`; a second forward per step); the loop applies it like
+any other family's guidance, through `Plan.guidance`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from videogen import vae as vae_ops
+from videogen.errors import UserError
+from videogen.families.base import Defaults, Family, Geometry, initial_noise, read_config
+from videogen.loading import components, load_component
+from videogen.sampling import Conditioning, Plan, StepInfo
+from videogen.schedulers import describe, make_scheduler
+from videogen.spec import RenderSpec
+
+log = logging.getLogger("videogen")
+
+# The Llama prompt template HunyuanVideo was trained with (diffusers' DEFAULT_PROMPT_TEMPLATE). The first
+# CROP_START tokens (the system part, as the Llama 3 tokenizer splits it) are encoded, then dropped.
+PROMPT_TEMPLATE = (
+    "<|start_header_id|>system<|end_header_id|>\n\nDescribe the video by detailing the following aspects: "
+    "1. The main content and theme of the video."
+    "2. The color, shape, size, texture, quantity, text, and spatial relationships of the objects."
+    "3. Actions, events, behaviors temporal relationships, physical movement changes of the objects."
+    "4. background environment, light, style and atmosphere."
+    "5. camera angles, movements, and transitions used in the video:<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
+)
+CROP_START = 95
+LLAMA_TOKENS = 256  # prompt tokens after the crop (HunyuanVideoPipeline's max_sequence_length)
+SKIP_LAYERS = 2  # the Llama state used is hidden_states[-(SKIP_LAYERS + 1)]
+CLIP_TOKENS = 77
+SIZE_MULTIPLE = 16  # HunyuanVideoPipeline refuses other sizes
+
+
+class Hunyuan(Family):
+    name = "hunyuan"
+    pipelines = ("HunyuanVideoPipeline",)
+    tasks = ("t2v",)
+    # HunyuanVideoPipeline.__call__ defaults (guidance = embedded guidance); 15 fps as in diffusers' docs.
+    defaults = Defaults(frames=129, height=720, width=1280, steps=50, guidance=6.0, fps=15)
+    takes_true_guidance = True
+
+    def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
+        super().__init__(path, index, device, dtype)
+        comps = components(index)
+        self.tokenizer = load_component(path, "tokenizer", *comps["tokenizer"])
+        self.text_encoder = load_component(path, "text_encoder", *comps["text_encoder"], dtype=dtype).eval()
+        self.tokenizer_2 = load_component(path, "tokenizer_2", *comps["tokenizer_2"])
+        self.text_encoder_2 = load_component(path, "text_encoder_2", *comps["text_encoder_2"], dtype=dtype).eval()
+        self.transformer = load_component(path, "transformer", *comps["transformer"], dtype=dtype).eval()
+        # The VAE stays in float32 (like Wan's): it is small next to the transformer and decodes more cleanly.
+        self.vae = load_component(path, "vae", *comps["vae"], dtype=torch.float32).eval()
+        self.scheduler = load_component(path, "scheduler", *comps["scheduler"])
+        self.temporal = int(self.vae.config.temporal_compression_ratio)
+        self.spatial = int(self.vae.config.spatial_compression_ratio)
+
+    @classmethod
+    def geometry(cls, path: Path, index: dict[str, Any]) -> Geometry:
+        vae, tr = read_config(path, "vae"), read_config(path, "transformer")
+        multiple = math.lcm(SIZE_MULTIPLE, int(vae.get("spatial_compression_ratio", 8)) * int(tr.get("patch_size", 2)))
+        return Geometry(int(vae.get("temporal_compression_ratio", 4)) * int(tr.get("patch_size_t", 1)),
+                        multiple, multiple)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"text_encoder": self.text_encoder, "text_encoder_2": self.text_encoder_2,
+                "transformer": self.transformer, "vae": self.vae}
+
+    @torch.no_grad()
+    def embed(self, text: str, length: int) -> dict[str, torch.Tensor]:
+        """Llama states (template, hidden_states[-3], system part cropped) with their mask, and CLIP's pooled."""
+        tok = self.tokenizer([PROMPT_TEMPLATE.format(text)], max_length=length + CROP_START, padding="max_length",
+                             truncation=True, return_attention_mask=True, return_tensors="pt")
+        device = next(self.text_encoder.parameters()).device
+        out = self.text_encoder(input_ids=tok.input_ids.to(device), attention_mask=tok.attention_mask.to(device),
+                                output_hidden_states=True)
+        states = out.hidden_states[-(SKIP_LAYERS + 1)][:, CROP_START:]
+        mask = tok.attention_mask[:, CROP_START:]
+        clip = self.tokenizer_2([text], padding="max_length", max_length=CLIP_TOKENS, truncation=True,
+                                return_tensors="pt")
+        if len(self.tokenizer_2(text).input_ids) > CLIP_TOKENS:
+            log.warning("the prompt is longer than CLIP's %d tokens; CLIP reads only its start", CLIP_TOKENS)
+        device_2 = next(self.text_encoder_2.parameters()).device
+        pooled = self.text_encoder_2(clip.input_ids.to(device_2), output_hidden_states=False).pooler_output
+        # dtype casts in the pipeline's order: to the text encoder's dtype, then the transformer's
+        to = {"device": self.device, "dtype": self.dtype}
+        return {"encoder_hidden_states": states.to(self.text_encoder.dtype).to(**to),
+                "encoder_attention_mask": mask.to(**to), "pooled_projections": pooled.to(**to)}
+
+    def encode(self, spec: RenderSpec) -> tuple[Conditioning, Conditioning | None]:
+        length = spec.max_sequence_length or LLAMA_TOKENS
+        cond = Conditioning("cond", self.embed(spec.prompt, length))
+        if (spec.true_guidance or 1.0) <= 1.0:
+            if spec.negative_prompt:
+                log.warning("HunyuanVideo ignores the negative prompt unless --true-guidance is above 1")
+            return cond, None
+        return cond, Conditioning("uncond", self.embed(spec.negative_prompt or "", length))
+
+    def plan(self, spec: RenderSpec, cond: Conditioning, uncond: Conditioning | None) -> Plan:
+        assert spec.frames and spec.height and spec.width and spec.steps and spec.seed is not None
+        if spec.scheduler not in (None, "euler"):
+            raise UserError("HunyuanVideo samples with its flow-matching Euler scheduler only (--scheduler euler)")
+        import numpy as np
+
+        scheduler = make_scheduler(self.scheduler, spec.scheduler, spec.flow_shift)
+        # sigmas 1 .. 1/N before the scheduler's shift, as HunyuanVideoPipeline sets them
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, spec.steps + 1)[:-1], device=self.device)
+        s, t = self.spatial, self.temporal
+        shape = (1, self.transformer.config.in_channels, (spec.frames - 1) // t + 1, spec.height // s, spec.width // s)
+        transformer = self.transformer
+        embedded = torch.tensor([float(spec.guidance or 0.0)], dtype=self.dtype, device=self.device) * 1000.0
+
+        def predict(x: torch.Tensor, t: torch.Tensor, c: Conditioning, step: StepInfo) -> torch.Tensor:
+            n = x.shape[0]
+            with transformer.cache_context(c.name, **step.cache_kwargs()):
+                return transformer(hidden_states=x.to(self.dtype), timestep=t.expand(n).to(x.dtype),
+                                   guidance=embedded.expand(n), return_dict=False, **c.tensors)[0]
+
+        # Latents stay float32 until the scheduler's first step returns them in the transformer's dtype.
+        true_cfg = float(spec.true_guidance or 1.0)
+        return Plan(latents=initial_noise(shape, spec.seed, self.device), scheduler=scheduler,
+                    timesteps=scheduler.timesteps, predict=predict, cond=cond, uncond=uncond,
+                    guidance=lambda _t: true_cfg, batch_cfg=spec.batch_cfg,
+                    info={"scheduler": describe(scheduler), "embedded_guidance": float(spec.guidance or 0.0),
+                          "true_guidance": true_cfg if uncond is not None else None})
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
+        return vae_ops.to_frames(vae_ops.decode(self.vae, latents, per_frame=False))[0]
