@@ -95,6 +95,7 @@ def test_cli_writes_mp4(tiny_mochi, tmp_path):
 @pytest.mark.parametrize("flags,expected", [
     (["--frames", "9"], "--frames 9 is not 6k+1: use 7 or 13"),
     (["--steps", "1"], "Mochi needs --steps 2 or more"),
+    (["--true-guidance", "3"], "--true-guidance is for guidance-distilled models"),
 ])
 def test_cli_refuses_what_the_model_cannot_take(tiny_mochi, capsys, monkeypatch, flags, expected):
     from videogen.cli.main import main

@@ -82,6 +82,9 @@ def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
         seed=secrets.randbelow(2**31) if spec.seed is None else spec.seed,
     )
     check_images(spec, info)
+    if spec.true_guidance is not None and not info.family.takes_true_guidance:
+        raise UserError(f"--true-guidance is for guidance-distilled models (HunyuanVideo); "
+                        f"this {info.family.name} model's classifier-free guidance is --guidance")
     from videogen.schedulers import scheduler_names
 
     if spec.scheduler is not None and spec.scheduler not in scheduler_names():

@@ -68,6 +68,8 @@ class Family(ABC):
     pipelines: ClassVar[tuple[str, ...]]  # diffusers pipeline classes this adapter drives
     tasks: ClassVar[tuple[str, ...]]  # "t2v", "i2v", "flf2v"
     defaults: ClassVar[Defaults]
+    # Guidance-distilled families take `guidance` as an embedded input and real CFG as `true_guidance`.
+    takes_true_guidance: ClassVar[bool] = False
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         self.path, self.index, self.device, self.dtype = path, index, device, dtype
