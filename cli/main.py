@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from videogen.cli import options as o
+from videogen.cli.batch import batch_command
 
 from videogen.errors import VideogenError
 
@@ -58,6 +59,9 @@ def generate(
         sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     else:
         sys.stdout.write(result["output"] + "\n")
+
+
+app.command("batch")(batch_command(generate))
 
 
 @presets_app.callback(invoke_without_command=True)

@@ -68,6 +68,8 @@ def _read_yaml(path: Path) -> Any:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UserError(f"{path}:{where} invalid YAML: {problem}") from None
+    except RecursionError:  # PyYAML recurses once per nesting level
+        raise UserError(f"{path}: invalid YAML: nested too deeply") from None
 
 
 class _NoAliasLoader(yaml.SafeLoader):
