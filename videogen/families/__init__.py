@@ -9,8 +9,9 @@ from videogen.families.base import Family
 from videogen.families.hunyuan import Hunyuan
 from videogen.families.mochi import Mochi
 from videogen.families.wan import Wan
+from videogen.families.wan_i2v import WanI2V
 
-FAMILIES: list[type[Family]] = [Wan, Hunyuan, Mochi]
+FAMILIES: list[type[Family]] = [Wan, WanI2V, Hunyuan, Mochi]
 
 
 def family_for(index: dict[str, Any], where: str) -> type[Family]:

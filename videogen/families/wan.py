@@ -1,4 +1,9 @@
-"""Wan 2.1 text-to-video (and the built-in model, which is a small Wan): UMT5 text, flow matching."""
+"""Wan 2.1 / 2.2 (and the built-in model, which is a small Wan): UMT5 text, flow matching.
+
+One adapter for every `WanPipeline` checkpoint: Wan 2.1 text-to-video, Wan 2.2 A14B (two experts split at
+`boundary_ratio`) and Wan 2.2 TI2V-5B (`expand_timesteps`: per-token timesteps, optional clean first frame).
+The image-to-video pipeline builds on it in wan_i2v.py.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ from typing import Any
 
 import torch
 
+from videogen import images
 from videogen import vae as vae_ops
+from videogen.errors import UserError
 from videogen.families.base import Defaults, Family, Geometry, initial_noise, read_config
 from videogen.loading import components, load_component
 from videogen.sampling import Conditioning, Plan, StepInfo
@@ -22,12 +29,14 @@ WAN_NEGATIVE_PROMPT = (
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 MAX_TEXT_TOKENS = 512  # UMT5 length of WanPipeline
+# Wan 2.2 TI2V-5B's own settings (Wan2.2 repository, configs/wan_ti2v_5B.py): 1280x704, 121 frames at 24 fps.
+TI2V_DEFAULTS = Defaults(frames=121, height=704, width=1280, steps=50, guidance=5.0, fps=24)
 
 
 class Wan(Family):
     name = "wan"
     pipelines = ("WanPipeline",)
-    tasks = ("t2v",)
+    tasks = ("t2v", "ti2v")
     # WanPipeline.__call__ defaults; Wan renders at 16 fps.
     defaults = Defaults(frames=81, height=480, width=832, steps=50, guidance=5.0, fps=16)
 
@@ -37,6 +46,12 @@ class Wan(Family):
         self.tokenizer = load_component(path, "tokenizer", *comps["tokenizer"])
         self.text_encoder = load_component(path, "text_encoder", *comps["text_encoder"], dtype=dtype).eval()
         self.transformer = load_component(path, "transformer", *comps["transformer"], dtype=dtype).eval()
+        # Wan 2.2 A14B: the low-noise expert, used below boundary_ratio * num_train_timesteps.
+        self.transformer_2 = (load_component(path, "transformer_2", *comps["transformer_2"], dtype=dtype).eval()
+                              if "transformer_2" in comps else None)
+        self.boundary_ratio: float | None = index.get("boundary_ratio") if self.transformer_2 is not None else None
+        # Wan 2.2 TI2V-5B: one timestep per token, so a clean first frame can sit at timestep 0.
+        self.expand_timesteps = bool(index.get("expand_timesteps"))
         # The VAE stays in float32: it is small, and Wan's decoder loses detail in half precision.
         self.vae = load_component(path, "vae", *comps["vae"], dtype=torch.float32).eval()
         self.scheduler = load_component(path, "scheduler", *comps["scheduler"])
@@ -49,8 +64,19 @@ class Wan(Family):
         patch = read_config(path, "transformer").get("patch_size", [1, 2, 2])
         return Geometry(geo.temporal, geo.spatial * patch[1], geo.spatial * patch[2])
 
+    @classmethod
+    def task_of(cls, index: dict[str, Any]) -> str:
+        return "ti2v" if index.get("expand_timesteps") else "t2v"
+
+    @classmethod
+    def defaults_for(cls, index: dict[str, Any]) -> Defaults:
+        return TI2V_DEFAULTS if index.get("expand_timesteps") else cls.defaults
+
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"text_encoder": self.text_encoder, "transformer": self.transformer, "vae": self.vae}
+        mods = {"text_encoder": self.text_encoder, "transformer": self.transformer, "vae": self.vae}
+        if self.transformer_2 is not None:
+            mods["transformer_2"] = self.transformer_2
+        return mods
 
     def max_tokens(self, spec: RenderSpec) -> int:
         return spec.max_sequence_length or min(int(self.tokenizer.model_max_length), MAX_TEXT_TOKENS)
@@ -66,36 +92,96 @@ class Wan(Family):
         keep = tok.attention_mask.gt(0).to(states.device).unsqueeze(-1)
         return (states * keep).to(device=self.device, dtype=self.dtype)
 
+    def guidances(self, spec: RenderSpec) -> tuple[float, float]:
+        """(high-noise, low-noise) guidance; the second is --guidance-2, defaulting to --guidance."""
+        g = float(spec.guidance or 1.0)
+        if spec.guidance_2 is not None and self.boundary_ratio is None:
+            raise UserError("--guidance-2 is for two-expert models (Wan 2.2 A14B) only; this model has one")
+        return g, g if spec.guidance_2 is None else float(spec.guidance_2)
+
     def encode(self, spec: RenderSpec) -> tuple[Conditioning, Conditioning | None]:
         length = self.max_tokens(spec)
         warn_unknown(self.tokenizer, [prompt_clean(spec.prompt)])
-        cond = Conditioning("cond", {"encoder_hidden_states": self.embed([spec.prompt], length)})
-        if (spec.guidance or 1.0) <= 1.0:
+        image = self.image_conditioning(spec)  # the same image tensors go with the prompt and the negative
+        cond = Conditioning("cond", {"encoder_hidden_states": self.embed([spec.prompt], length), **image})
+        # diffusers skips the negative pass unless --guidance > 1 even when --guidance-2 > 1; the official Wan 2.2
+        # code guides each expert by its own scale, so either one above 1 needs the negative prompt here.
+        if max(self.guidances(spec)) <= 1.0:
             return cond, None
         negative = spec.negative_prompt or ""
         key = (negative, length)
         if key not in self._negative_cache:  # the same negative prompt across a batch is encoded once
             self._negative_cache = {key: self.embed([negative], length)}
-        return cond, Conditioning("uncond", {"encoder_hidden_states": self._negative_cache[key]})
+        return cond, Conditioning("uncond", {"encoder_hidden_states": self._negative_cache[key], **image})
+
+    def image_conditioning(self, spec: RenderSpec) -> dict[str, torch.Tensor]:
+        """TI2V: the first frame's latents (posterior mode), re-imposed on latent frame 0 at every step."""
+        if not self.expand_timesteps or spec.image is None:
+            return {}
+        if spec.last_image is not None:
+            raise UserError("this Wan 2.2 TI2V model takes a first frame (--image) but no --last-image")
+        assert spec.width and spec.height
+        frame = images.to_tensor(images.load_fitted(spec.image, spec.width, spec.height, "--image"))
+        return {"first_frame": self.encode_video(frame.unsqueeze(2))}
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Pixels [B,3,F,H,W] in [-1,1] -> normalised latents (posterior mode, no random draw), float32."""
+        z = vae_ops.encode(self.vae, video.to(self.vae.device), self.vae_geo.per_frame, mode=True)
+        return z.to(self.device, torch.float32)
 
     def plan(self, spec: RenderSpec, cond: Conditioning, uncond: Conditioning | None) -> Plan:
         assert spec.frames and spec.height and spec.width and spec.steps and spec.seed is not None
         scheduler = make_scheduler(self.scheduler, spec.scheduler, spec.flow_shift)
         scheduler.set_timesteps(spec.steps, device=self.device)
         s, t = self.vae_geo.spatial, self.vae_geo.temporal
-        shape = (1, self.transformer.config.in_channels, (spec.frames - 1) // t + 1, spec.height // s, spec.width // s)
-        transformer = self.transformer
+        cfg = self.transformer.config
+        shape = (1, cfg.out_channels or cfg.in_channels, (spec.frames - 1) // t + 1, spec.height // s, spec.width // s)
+        latents = initial_noise(shape, spec.seed, self.device)
+        high, low = self.guidances(spec)
+        boundary = (None if self.boundary_ratio is None
+                    else self.boundary_ratio * scheduler.config.num_train_timesteps)
+
+        def expert(t: torch.Tensor) -> tuple[torch.nn.Module, float]:
+            return (self.transformer, high) if boundary is None or t >= boundary else (self.transformer_2, low)
+
+        # TI2V: mask 0 on the clean first latent frame, 1 elsewhere; token timesteps are mask * t.
+        first = cond.tensors.get("first_frame")
+        mask = None
+        if self.expand_timesteps:
+            mask = torch.ones((1, 1, *shape[2:]), dtype=torch.float32, device=self.device)
+            if first is not None:
+                mask[:, :, 0] = 0
+        patch = cfg.patch_size
 
         def predict(x: torch.Tensor, t: torch.Tensor, c: Conditioning, step: StepInfo) -> torch.Tensor:
-            with transformer.cache_context(c.name, **step.cache_kwargs()):
-                return transformer(hidden_states=x.to(self.dtype), timestep=t.expand(x.shape[0]),
-                                   encoder_hidden_states=c.tensors["encoder_hidden_states"], return_dict=False)[0]
+            model = expert(t)[0]
+            if "condition" in c.tensors:  # I2V: mask and image latents as extra input channels
+                x = torch.cat([x, c.tensors["condition"]], dim=1)
+            if mask is None:
+                timestep = t.expand(x.shape[0])
+            else:
+                timestep = (mask[0, 0, :, :: patch[1], :: patch[2]] * t).flatten().unsqueeze(0).expand(x.shape[0], -1)
+            with model.cache_context(c.name, **step.cache_kwargs()):
+                return model(hidden_states=x.to(self.dtype), timestep=timestep,
+                             encoder_hidden_states=c.tensors["encoder_hidden_states"],
+                             encoder_hidden_states_image=c.tensors.get("encoder_hidden_states_image"),
+                             return_dict=False)[0]
 
-        guidance = float(spec.guidance or 1.0)
-        return Plan(latents=initial_noise(shape, spec.seed, self.device), scheduler=scheduler,
-                    timesteps=scheduler.timesteps, predict=predict, cond=cond, uncond=uncond,
-                    guidance=lambda _t: guidance, batch_cfg=spec.batch_cfg,
-                    info={"scheduler": describe(scheduler)})
+        after_step = None
+        if mask is not None and first is not None:
+            # The scheduler is elementwise, so pinning frame 0 after every step (and from the start) equals
+            # diffusers' mixing of the model input and of the final latents.
+            def after_step(x: torch.Tensor, _i: int) -> torch.Tensor:
+                return (1 - mask) * first + mask * x
+
+            latents = after_step(latents, -1)
+        info: dict[str, Any] = {"scheduler": describe(scheduler)}
+        if boundary is not None:
+            info.update(boundary_timestep=boundary, guidance_2=low)
+        return Plan(latents=latents, scheduler=scheduler, timesteps=scheduler.timesteps, predict=predict,
+                    cond=cond, uncond=uncond, guidance=lambda t: expert(t)[1], batch_cfg=spec.batch_cfg,
+                    after_step=after_step, info=info)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, spec: RenderSpec) -> torch.Tensor:

@@ -1,0 +1,226 @@
+"""The Wan family beyond 2.1 text-to-video, against diffusers on the same tiny weights, seed and settings:
+2.1 I2V and first-last-frame, 2.2 A14B (two experts) T2V and I2V, 2.2 TI2V-5B with and without an image;
+plus the conditioning-image helpers, the image flags' errors, and an MP4 from --image through the real command."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_wan_extra import make_image, save_wan21_i2v, save_wan22_a14b, save_wan22_ti2v
+
+from videogen import images
+from videogen.engine import Engine
+from videogen.errors import UserError
+from videogen.spec import RenderSpec
+
+TOL = 1e-4
+PROMPT = "a red cat runs on the beach"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("wan-family")
+    return {"i2v": save_wan21_i2v(root / "i2v"), "flf2v": save_wan21_i2v(root / "flf2v", flf2v=True),
+            "a14b": save_wan22_a14b(root / "a14b"), "a14b-i2v": save_wan22_a14b(root / "a14b-i2v", i2v=True),
+            "ti2v": save_wan22_ti2v(root / "ti2v")}
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pictures")
+    # Aspect ratios unlike the renders', so the centre crop is exercised too.
+    return {"first": make_image(root / "first.png", 40, 30, seed=1),
+            "last": make_image(root / "last.png", 24, 36, seed=2),
+            "other": make_image(root / "other.png", 32, 32, seed=3)}
+
+
+_engines: dict[str, Engine] = {}
+_pipelines: dict[tuple[str, str], object] = {}
+
+
+def render(spec: RenderSpec) -> torch.Tensor:
+    if spec.model not in _engines:
+        _engines[spec.model] = Engine.load(spec)
+    return _engines[spec.model].render(spec).frames_float
+
+
+def reference(spec: RenderSpec) -> np.ndarray:
+    """diffusers' own pipeline (picked by model_index.json), given the same fitted images as the engine."""
+    from diffusers import DiffusionPipeline, WanImageToVideoPipeline
+
+    # TI2V-5B is a WanPipeline checkpoint; diffusers renders it from an image with the I2V pipeline.
+    cls = WanImageToVideoPipeline if spec.image is not None else DiffusionPipeline
+    key = (spec.model, cls.__name__)
+    if key not in _pipelines:
+        _pipelines[key] = cls.from_pretrained(spec.model)
+        _pipelines[key].set_progress_bar_config(disable=True)
+    pipe = _pipelines[key]
+    extra = {}
+    if spec.image is not None:
+        extra["image"] = images.load_fitted(spec.image, spec.width, spec.height)
+    if spec.last_image is not None:
+        extra["last_image"] = images.load_fitted(spec.last_image, spec.width, spec.height)
+    if spec.guidance_2 is not None:
+        extra["guidance_scale_2"] = spec.guidance_2
+    out = pipe(prompt=spec.prompt, negative_prompt=spec.negative_prompt or "", height=spec.height, width=spec.width,
+               num_frames=spec.frames, num_inference_steps=spec.steps, guidance_scale=spec.guidance,
+               generator=torch.Generator("cpu").manual_seed(spec.seed), max_sequence_length=16, output_type="np",
+               **extra)
+    return out.frames[0]
+
+
+CASES = [
+    # (model, frames, height, width, guidance, guidance_2, image, last image, batched guidance)
+    ("i2v", 5, 16, 16, 1.0, None, "first", None, False),
+    ("i2v", 9, 16, 32, 4.0, None, "first", None, False),
+    ("flf2v", 5, 16, 16, 1.0, None, "first", "last", False),
+    ("flf2v", 9, 32, 16, 4.0, None, "first", "last", False),
+    ("flf2v", 5, 16, 16, 3.0, None, "first", "last", True),
+    ("a14b", 5, 16, 16, 1.0, None, None, None, False),
+    ("a14b", 5, 16, 32, 4.0, 2.0, None, None, False),
+    ("a14b-i2v", 5, 16, 16, 1.0, None, "first", None, False),
+    ("a14b-i2v", 5, 16, 16, 3.5, 1.5, "first", None, False),
+    ("a14b-i2v", 5, 16, 16, 3.0, None, "first", "last", False),
+    ("ti2v", 5, 32, 32, 1.0, None, None, None, False),
+    ("ti2v", 5, 32, 64, 4.0, None, None, None, False),
+    ("ti2v", 5, 32, 32, 1.0, None, "first", None, False),
+    ("ti2v", 9, 64, 32, 4.0, None, "first", None, False),
+]
+
+
+@pytest.mark.parametrize("name,frames,height,width,guidance,guidance_2,image,last,batch_cfg", CASES)
+def test_engine_matches_diffusers(models, pictures, name, frames, height, width, guidance, guidance_2, image,
+                                  last, batch_cfg):
+    spec = RenderSpec(prompt=PROMPT, model=str(models[name]), frames=frames, height=height, width=width, steps=3,
+                      guidance=guidance, guidance_2=guidance_2, seed=7, negative_prompt="blurry dog",
+                      image=str(pictures[image]) if image else None,
+                      last_image=str(pictures[last]) if last else None, max_sequence_length=16,
+                      batch_cfg=batch_cfg)
+    ours = render(spec).numpy()
+    ref = reference(spec)
+    assert ours.shape == ref.shape == (frames, height, width, 3)
+    assert ref.std() > 1e-3, "reference frames are constant: the comparison would prove nothing"
+    diff = float(np.abs(ours - ref).max())
+    print(f"parity {name} image={image} last={last} g={guidance}/{guidance_2} cfg-batch={batch_cfg}: "
+          f"max abs diff {diff:.2e}")
+    assert diff <= TOL
+
+
+def test_images_and_experts_change_the_frames(models, pictures):
+    """Each input the parity cases rely on has an effect, so parity is not vacuous."""
+    def frames(name: str, **kw) -> torch.Tensor:
+        base = dict(prompt=PROMPT, model=str(models[name]), frames=5, height=16, width=16, steps=2, guidance=1.0,
+                    seed=3, max_sequence_length=16)
+        return render(RenderSpec(**{**base, **kw}))
+
+    first, last, other = (str(pictures[k]) for k in ("first", "last", "other"))
+    assert not torch.equal(frames("i2v", image=first), frames("i2v", image=other))
+    assert not torch.equal(frames("flf2v", image=first, last_image=last),
+                           frames("flf2v", image=first, last_image=other))
+    # --guidance 1 with --guidance-2 > 1 still guides the low-noise expert (the official Wan 2.2 behaviour).
+    assert not torch.equal(frames("a14b"), frames("a14b", guidance_2=3.0))
+    assert not torch.equal(frames("ti2v", height=32, width=32), frames("ti2v", height=32, width=32, image=first))
+
+
+def test_render_time_refusals(models, pictures):
+    base = RenderSpec(prompt=PROMPT, frames=5, height=16, width=16, steps=1, seed=1, max_sequence_length=16,
+                      image=str(pictures["first"]))
+    cases = [
+        (base.replace(model=str(models["i2v"]), last_image=str(pictures["last"])), "no --last-image"),
+        (base.replace(model=str(models["flf2v"])), "give the last frame with --last-image"),
+        (base.replace(model=str(models["i2v"]), guidance_2=2.0), "two-expert models"),
+        (base.replace(model=str(models["ti2v"]), height=32, width=32, last_image=str(pictures["last"])),
+         "cannot take --last-image"),
+    ]
+    for spec, words in cases:
+        with pytest.raises(UserError, match=words):
+            render(spec)
+
+
+def test_ti2v_defaults_are_its_own(models):
+    from videogen.engine import inspect_model, resolve_spec
+
+    spec = resolve_spec(RenderSpec(prompt=PROMPT, model=str(models["ti2v"])), inspect_model(str(models["ti2v"])))
+    assert (spec.frames, spec.height, spec.width, spec.fps) == (121, 704, 1280, 24)
+    spec = resolve_spec(RenderSpec(prompt=PROMPT, model=str(models["a14b"])), inspect_model(str(models["a14b"])))
+    assert (spec.frames, spec.height, spec.width, spec.fps) == (81, 480, 832, 16)
+
+
+def test_fit_image_crops_the_centre_and_says_so(caplog):
+    from PIL import Image
+
+    assert images.crop_box(640, 480, 832, 480) == (0, 55, 640, 424)  # wider target: rows cut top and bottom
+    assert images.crop_box(480, 640, 832, 480) == (0, 181, 480, 458)
+    assert images.crop_box(300, 100, 100, 100) == (100, 0, 200, 100)  # taller target: sides cut
+    # Left half black, right half white: a square crop of the middle keeps both, centred.
+    im = Image.new("RGB", (60, 20))
+    im.paste((255, 255, 255), (30, 0, 60, 20))
+    with caplog.at_level(logging.INFO, logger="videogen"):
+        out = images.fit_image(im, 10, 10)
+    assert out.size == (10, 10)
+    row = np.asarray(out)[5, :, 0]
+    assert row[:4].max() < 30 and row[-4:].min() > 225
+    assert "image 60x20 resized to 10x10 (centre crop 20x20 at (20,0))" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="videogen"):
+        assert images.fit_image(im, 60, 20) is im
+    assert caplog.text == ""
+
+
+def test_unreadable_image_is_a_user_error(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(UserError, match="--image: cannot read"):
+        images.load_image(bad)
+    with pytest.raises(UserError, match="--last-image: file not found"):
+        images.load_image(tmp_path / "nope.png", "--last-image")
+
+
+def run_main(capsys, *args: str) -> tuple[int, str]:
+    from videogen.cli.main import main
+
+    old, sys.argv = sys.argv, ["videogen", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.argv = old
+    return code, capsys.readouterr().err
+
+
+def test_image_flag_errors_exit_2(models, pictures, tmp_path, capsys):
+    common = ["--frames", "5", "--height", "16", "--width", "16", "--steps", "1", "-o", str(tmp_path / "x.mp4")]
+    cases = [
+        ([str(models["a14b"]), "--image", str(pictures["first"])], "text-to-video only and cannot take --image"),
+        ([str(models["i2v"])], "is image-to-video: give the first frame with --image"),
+        ([str(models["i2v"]), "--image", str(tmp_path / "missing.png")], "--image: file not found"),
+        ([str(models["a14b"]), "--last-image", str(pictures["last"])], "cannot take --last-image"),
+    ]
+    for model_args, words in cases:
+        code, err = run_main(capsys, "generate", PROMPT, "-m", *model_args, *common)
+        assert code == 2, err
+        assert words in err and "Traceback" not in err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_cli_writes_mp4_from_image(models, pictures, tmp_path):
+    from videogen.video import read_frames
+
+    out = tmp_path / "clip.mp4"
+    exe = Path(sys.executable).with_name("videogen")
+    proc = subprocess.run([str(exe), "generate", PROMPT, "-m", str(models["i2v"]), "--image", str(pictures["first"]),
+                           "--frames", "5", "--height", "16", "--width", "32", "--steps", "1", "--seed", "4",
+                           "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out)
+    assert "image 40x30 resized to 32x16 (centre crop 40x20 at (0,5))" in proc.stderr
+    frames, fps = read_frames(out)
+    assert frames.shape == (5, 16, 32, 3) and fps == 16
