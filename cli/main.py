@@ -31,7 +31,7 @@ def generate(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output .mp4 | .webm | .gif | folder for PNG frames (default: ./outputs/<prompt>-s<seed>.mp4).")] = None,
     device: o.Device = None, dtype: o.Dtype = None, offload: o.Offload = None, vae_tiling: o.VaeTiling = None,
     compile: o.Compile = None, attention: o.Attention = None, cache: o.CacheOpt = None,
-    cache_threshold: o.CacheThreshold = None, quantize: o.Quantize = None, batch_cfg: o.BatchCfg = None,
+    cache_threshold: o.CacheThreshold = None, cache_drift: o.CacheDrift = None, quantize: o.Quantize = None, batch_cfg: o.BatchCfg = None,
     from_: Annotated[Path | None, typer.Option("--from", help="Re-render from a run record (.json, or a video carrying one); flags override it.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON on stdout.")] = False,
@@ -46,7 +46,7 @@ def generate(
         last_image=last_image,
         scheduler=scheduler, flow_shift=flow_shift, max_sequence_length=max_sequence_length, crf=crf,
         device=device, dtype=dtype, offload=offload, vae_tiling=vae_tiling, compile=compile, attention=attention,
-        cache=cache, cache_threshold=cache_threshold, quantize=quantize, batch_cfg=batch_cfg,
+        cache=cache, cache_threshold=cache_threshold, cache_drift=cache_drift, quantize=quantize, batch_cfg=batch_cfg,
     )
     record = None
     if from_ is not None:

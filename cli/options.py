@@ -67,6 +67,7 @@ Compile = Annotated[bool | None, typer.Option("--compile/--no-compile", help="to
 Attention = Annotated[str | None, typer.Option("--attention", help="Attention backend (sdpa, flash, sage, ...).", rich_help_panel=E)]
 CacheOpt = Annotated[CacheMode | None, typer.Option("--cache", help="Reuse transformer work across steps.", rich_help_panel=E)]
 CacheThreshold = Annotated[float | None, typer.Option("--cache-threshold", help="Threshold of the step cache.", rich_help_panel=E)]
+CacheDrift = Annotated[bool | None, typer.Option("--cache-drift/--no-cache-drift", help="Also render without the cache and record the drift (PSNR) in the run record.", rich_help_panel=E)]
 Quantize = Annotated[QuantizeMode | None, typer.Option("--quantize", help="Store transformer weights in fp8.", rich_help_panel=E)]
 BatchCfg = Annotated[bool | None, typer.Option("--batch-cfg/--no-batch-cfg", help="Guidance as one batched forward (faster, more memory).", rich_help_panel=E)]
 

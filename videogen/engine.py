@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import secrets
@@ -131,6 +132,8 @@ class RenderResult:
 class Engine:
     """A loaded model. `Engine.load(...)` once, then `render(spec)` as often as needed."""
 
+    options: Any = None  # videogen.options.Options: the engine options applied at load (step cache, ...)
+
     def __init__(self, info: ModelInfo, model: Family, key: tuple[Any, ...], load_seconds: float):
         self.info, self.model, self.key, self.load_seconds = info, model, key, load_seconds
 
@@ -140,6 +143,9 @@ class Engine:
         info = inspect_model(spec.model)
         device = resolve_device(spec.device)
         dtype = resolve_dtype(spec.dtype, device)
+        from videogen import options
+
+        options.check(spec, device)  # refuse impossible engine options before reading any weight
         if progress:
             progress("load", 0, 1)
         torch.set_flush_denormal(True)  # denormals make small models several times slower on CPUs
@@ -150,13 +156,13 @@ class Engine:
             raise
         except Exception as e:  # a corrupt or mismatched checkpoint
             raise UserError(f"{info.source.path}: cannot load the model: {type(e).__name__}: {e}") from None
-        from videogen import options
-
-        options.apply(model, spec, device)
+        applied = options.apply(model, spec, device)
         if progress:
             progress("load", 1, 1)
         key = engine_key(spec)
-        return cls(info, model, key, time.perf_counter() - start)
+        engine = cls(info, model, key, time.perf_counter() - start)
+        engine.options = applied
+        return engine
 
     def accepts(self, spec: RenderSpec) -> bool:
         return engine_key(spec) == self.key
@@ -180,12 +186,22 @@ class Engine:
         cond, uncond = stage("encode", lambda: self.model.encode(spec))
         if progress:
             progress("encode", 1, 1)
+        opts = self.options
+        reference = None
+        if opts is not None and opts.needs_reference(spec):  # --cache-drift, or MagCache calibration
+
+            def uncached() -> torch.Tensor:
+                with opts.uncached(spec):
+                    return self.model.decode(sample(self.model.plan(spec, cond, uncond)), spec)
+
+            reference = stage("uncached_reference", uncached)
         plan = self.model.plan(spec, cond, uncond)
         total = len(plan.timesteps)
         if progress:
             progress("denoise", 0, total)
-        latents = stage("denoise", lambda: sample(plan, (lambda i, n, _x: progress("denoise", i + 1, n))
-                                                 if progress else None))
+        with opts.cached(spec) if opts is not None else contextlib.nullcontext():
+            latents = stage("denoise", lambda: sample(plan, (lambda i, n, _x: progress("denoise", i + 1, n))
+                                                     if progress else None))
         if not torch.isfinite(latents).all():
             raise RenderError("the sampler produced NaN or infinite values (try --dtype float32 or bfloat16)")
         if progress:
@@ -195,6 +211,8 @@ class Engine:
             progress("decode", 1, 1)
         timings["per_step"] = round(timings["denoise"] / max(total, 1), 4)
         record = self.record(spec, plan.info, timings)
+        if opts is not None:
+            record["engine_options"] = opts.record(spec, frames, reference)
         return RenderResult(frames=_to_uint8(frames), frames_float=frames, spec=spec, record=record)
 
     def record(self, spec: RenderSpec, plan_info: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:

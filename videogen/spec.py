@@ -48,6 +48,7 @@ class RenderSpec:
     attention: str | None = None
     cache: Cache = "none"
     cache_threshold: float | None = None
+    cache_drift: bool = False  # also render without the cache and record the PSNR between the two
     quantize: Quantize = "none"
     batch_cfg: bool = False
     # Output options: they do not change the frames.
