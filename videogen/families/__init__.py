@@ -6,12 +6,14 @@ from typing import Any
 
 from videogen.errors import UserError
 from videogen.families.base import Family
+from videogen.families.cogvideox import CogVideoX
 from videogen.families.hunyuan import Hunyuan
+from videogen.families.ltx import LTX
 from videogen.families.mochi import Mochi
 from videogen.families.wan import Wan
 from videogen.families.wan_i2v import WanI2V
 
-FAMILIES: list[type[Family]] = [Wan, WanI2V, Hunyuan, Mochi]
+FAMILIES: list[type[Family]] = [Wan, WanI2V, LTX, CogVideoX, Hunyuan, Mochi]
 
 
 def family_for(index: dict[str, Any], where: str) -> type[Family]:

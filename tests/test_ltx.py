@@ -1,0 +1,153 @@
+"""LTX-Video through videogen's one loop: parity with diffusers' LTX pipelines, the CLI, and refused geometry."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_ltx import save_tiny_ltx
+
+from videogen.engine import Engine, inspect_model, resolve_spec
+from videogen.errors import UserError
+from videogen.presets import load_preset
+from videogen.spec import RenderSpec
+
+PROMPT = "a red cat runs on the beach"
+NEGATIVE = "blue dog"
+FRAMES, SIZE, STEPS, SEED = 9, 32, 3, 7
+
+
+@pytest.fixture(scope="module")
+def tiny_ltx(tmp_path_factory) -> Path:
+    return save_tiny_ltx(tmp_path_factory.mktemp("models") / "tiny-ltx")
+
+
+@pytest.fixture(scope="module")
+def image64(tmp_path_factory) -> Path:
+    """A 64x64 picture: both sides must resize it to 32x32 (Lanczos) themselves."""
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("images") / "first.png"
+    yy, xx = np.mgrid[0:64, 0:64]
+    rgb = np.stack([xx * 4, yy * 4, (xx + yy) * 2], axis=-1) % 256
+    Image.fromarray(rgb.astype(np.uint8)).save(path)
+    return path
+
+
+def reference(folder: Path, image: Path | None, guidance: float, frame_rate: int | None) -> torch.Tensor:
+    """diffusers' own pipeline on the same folder and seed: frames [F,H,W,3] in [0,1]."""
+    from diffusers import LTXImageToVideoPipeline, LTXPipeline
+    from PIL import Image
+
+    kwargs = {} if frame_rate is None else {"frame_rate": frame_rate}  # None: the pipeline's default (25)
+    if image is not None:
+        pipe = LTXImageToVideoPipeline.from_pretrained(folder)
+        kwargs["image"] = Image.open(image).convert("RGB")
+    else:
+        pipe = LTXPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_frames=FRAMES, height=SIZE, width=SIZE,
+               num_inference_steps=STEPS, guidance_scale=guidance, generator=torch.Generator("cpu").manual_seed(SEED),
+               output_type="pt", **kwargs).frames[0]
+    return out.permute(0, 2, 3, 1)
+
+
+# (task, guidance, fps): fps 24 is told to diffusers as frame_rate; fps 25 is diffusers' default frame_rate.
+CASES = [("t2v", 1.0, 24), ("t2v", 3.0, 25), ("i2v", 1.0, 25), ("i2v", 3.0, 24)]
+
+
+@pytest.mark.parametrize(("task", "guidance", "fps"), CASES)
+def test_parity_with_diffusers(tiny_ltx, image64, task, guidance, fps):
+    image = image64 if task == "i2v" else None
+    spec = RenderSpec(prompt=PROMPT, model=str(tiny_ltx), negative_prompt=NEGATIVE, frames=FRAMES, height=SIZE,
+                      width=SIZE, steps=STEPS, guidance=guidance, seed=SEED, fps=fps,
+                      image=str(image) if image else None)
+    ours = Engine.load(spec).render(spec).frames_float
+    theirs = reference(tiny_ltx, image, guidance, None if fps == 25 else fps)
+    assert ours.shape == theirs.shape == (FRAMES, SIZE, SIZE, 3)
+    assert ours.std() > 0.05  # not a constant picture, so the comparison can fail
+    diff = (ours - theirs).abs().max().item()
+    print(f"ltx {task} guidance={guidance} fps={fps}: max abs diff {diff:.2e}")
+    assert diff <= 1e-4
+
+
+def test_image_fixes_the_first_frame_only(tiny_ltx, image64):
+    """The conditioned first frame follows the picture; a text-only render from the same seed does not."""
+    base = RenderSpec(prompt=PROMPT, model=str(tiny_ltx), frames=FRAMES, height=SIZE, width=SIZE, steps=2,
+                      guidance=1.0, seed=SEED)
+    engine = Engine.load(base)
+    with_image = engine.render(base.replace(image=str(image64))).frames_float
+    without = engine.render(base).frames_float
+    assert (with_image[0] - without[0]).abs().max() > 0.05
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("videogen")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_cli_writes_an_mp4(tiny_ltx, image64, tmp_path):
+    from videogen.video import read_frames
+
+    out = tmp_path / "ltx.mp4"
+    r = run_cli("generate", PROMPT, "-m", str(tiny_ltx), "--image", str(image64), "--frames", "9", "--height", "32",
+                "--width", "64", "--steps", "2", "--seed", "3", "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(out)
+    frames, fps = read_frames(out)
+    assert frames.shape == (9, 32, 64, 3)
+    assert fps == 24  # LTX-Video's own rate, not diffusers' frame_rate default
+    record = json.loads(Path(str(out) + ".json").read_text())
+    assert record["family"] == "ltx" and record["scheduler"]["class"] == "FlowMatchEulerDiscreteScheduler"
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"frames": 10}, "--frames 10 is not 4k+1: use 9 or 13"),
+    ({"height": 48}, "--height 48 is not a multiple of 32: use 32 or 64"),
+    ({"width": 16}, "--width 16 is not a multiple of 32: use 32"),
+])
+def test_geometry_refused_by_name(tiny_ltx, changes, expected):
+    """Refused before any weight is read (a UserError: exit code 2 on the command line)."""
+    spec = RenderSpec(prompt=PROMPT, model=str(tiny_ltx), frames=9, height=32, width=32, steps=2)
+    with pytest.raises(UserError, match=re.escape(expected)):
+        resolve_spec(spec.replace(**changes), inspect_model(str(tiny_ltx)))
+
+
+def test_geometry_exit_2_in_a_real_process(tiny_ltx, tmp_path):
+    r = run_cli("generate", PROMPT, "-m", str(tiny_ltx), "--frames", "12", "--height", "40", cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not 4k+1" in lines[0] and "not a multiple of 32" in lines[0]
+    assert not list(tmp_path.iterdir())
+
+
+def test_i2v_folder_needs_an_image(tiny_ltx, tmp_path):
+    i2v = tmp_path / "tiny-ltx-i2v"  # the same weights, labelled for LTXImageToVideoPipeline
+    shutil.copytree(tiny_ltx, i2v)
+    index = json.loads((i2v / "model_index.json").read_text())
+    index["_class_name"] = "LTXImageToVideoPipeline"
+    (i2v / "model_index.json").write_text(json.dumps(index))
+    spec = RenderSpec(prompt=PROMPT, model=str(i2v), frames=9, height=32, width=32)
+    with pytest.raises(UserError, match="image-to-video: give the first frame with --image"):
+        resolve_spec(spec, inspect_model(str(i2v)))
+
+
+@pytest.mark.parametrize("name", ["ltx-video-0.9.1", "ltx-video-0.9.5"])
+def test_presets(name):
+    from videogen.families.base import Geometry
+    from videogen.families.ltx import LTX
+
+    preset = load_preset(name)
+    assert preset.family == LTX.name and preset.model.startswith("Lightricks/LTX-Video-0.9.")
+    v = preset.values
+    assert v["fps"] == 24 and v["guidance"] > 1
+    assert Geometry(8, 32, 32).problems(v["frames"], v["height"], v["width"]) == []  # the real VAE: 8x, 32x
