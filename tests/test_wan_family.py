@@ -224,3 +224,19 @@ def test_cli_writes_mp4_from_image(models, pictures, tmp_path):
     assert "image 40x30 resized to 32x16 (centre crop 40x20 at (0,5))" in proc.stderr
     frames, fps = read_frames(out)
     assert frames.shape == (5, 16, 32, 3) and fps == 16
+
+
+@pytest.mark.parametrize("name,multiple", [("wan2.1-i2v-14b-480p", 16), ("wan2.1-i2v-14b-720p", 16),
+                                           ("wan2.1-flf2v-14b-720p", 16), ("wan2.2-t2v-a14b", 16),
+                                           ("wan2.2-i2v-a14b", 16), ("wan2.2-ti2v-5b", 32)])
+def test_presets_fit_their_models(name, multiple):
+    """Each preset names a Wan-AI diffusers repo and sizes its model takes (Wan 2.2's VAE has stride 16)."""
+    from videogen import presets
+    from videogen.families.base import Geometry
+
+    p = presets.load_preset(name)
+    v = p.values
+    assert p.family == "wan" and v["model"].startswith("Wan-AI/Wan2.") and v["model"].lower().endswith("-diffusers")
+    assert Geometry(4, multiple, multiple).problems(v["frames"], v["height"], v["width"]) == []
+    assert v["negative_prompt"].endswith("背景人很多，倒着走")
+    assert ("guidance_2" in v) == ("a14b" in name)
