@@ -83,9 +83,12 @@ def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
         seed=secrets.randbelow(2**31) if spec.seed is None else spec.seed,
     )
     check_images(spec, info)
+    info.family.check_spec(info.source.path, info.index, spec)  # what only the model's configs tell
     if spec.true_guidance is not None and not info.family.takes_true_guidance:
         raise UserError(f"--true-guidance is for guidance-distilled models (HunyuanVideo); "
                         f"this {info.family.name} model's classifier-free guidance is --guidance")
+    if spec.dynamic_guidance and not info.family.takes_dynamic_guidance:
+        raise UserError(f"dynamic_guidance is CogVideoX's guidance ramp; this {info.family.name} model does not take it")
     from videogen.schedulers import scheduler_names
 
     if spec.scheduler is not None and spec.scheduler not in scheduler_names():
@@ -223,6 +226,7 @@ class Engine:
             "width": spec.width, "fps": spec.fps,
             "model": self.info.source.record(), "family": self.info.family.name,
             "scheduler": plan_info.get("scheduler"),
+            "sampling": {k: v for k, v in plan_info.items() if k != "scheduler"},
             "dtype": str(self.model.dtype).removeprefix("torch."), "device": str(device),
             "versions": versions(), "timings": timings,
             "spec": spec.replace(device=str(device), dtype=str(self.model.dtype).removeprefix("torch.")).to_dict(),
