@@ -56,7 +56,7 @@ def generate(
     spec = o.merge(prompt, flags, preset, record, where=str(from_) if from_ else "")
     result = render_one(spec, output, overwrite=overwrite, quiet=quiet)
     if as_json:
-        sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
     else:
         sys.stdout.write(result["output"] + "\n")
 
@@ -116,7 +116,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     code = 0
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)
+        # Outside standalone mode typer returns exit codes instead of raising them, Ctrl-C included (130).
+        if isinstance(rv, int) and rv:
+            code = rv
+            if code == 130:
+                sys.stderr.write("interrupted\n")
     except typer.Exit as e:
         code = e.exit_code
     except typer.Abort:

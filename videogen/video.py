@@ -123,14 +123,14 @@ def write_video(frames: np.ndarray, output: Path, fps: int, record: dict[str, An
     kind = output_kind(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     record = {**record, "output": str(output)}
-    text = json.dumps(record, indent=2, ensure_ascii=False)
+    text = json.dumps(record, indent=2, ensure_ascii=False, default=str)
     stem = f".{output.name}.partial-{os.getpid()}"
     tmp = output.with_name(stem + (output.suffix if kind != "png" else ""))
     rec_final = record_path(output)
     rec_tmp = rec_final.with_name(f".{rec_final.name}.partial-{os.getpid()}") if kind != "png" else None
     try:
         if kind in ("mp4", "webm"):
-            _encode(frames, tmp, fps, kind, crf, json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+            _encode(frames, tmp, fps, kind, crf, json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str))
         elif kind == "gif":
             _gif(frames, tmp, fps)
         else:
