@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from videogen.cli import options as o
 
-from videogen.errors import UserError
+from videogen.errors import RenderError, UserError
 
 
 class OutputFormat(StrEnum):
@@ -94,13 +94,18 @@ def run(file: Path, preset: str | None, seeds: str | None, seeds_per_prompt: int
         code, outcomes, ranks = b.run_batch(items, out_dir, str(file), overwrite=overwrite,
                                             make_reporter=lambda ranks, n: reporter(ranks, n, quiet))
     except b.Disagree:
-        raise typer.Exit(2) from None
+        raise UserError("another rank refused to start the batch (see its message)") from None
     try:
         if ranks.rank == 0 or code == 130:
             print_summary(outcomes, out_dir, code)
     finally:
         ranks.close()
-    raise typer.Exit(code)
+    # Exit codes travel as the exceptions that `main` maps: 130 interrupted, 1 some item failed.
+    if code == 130:
+        raise KeyboardInterrupt
+    if code == 1:
+        failed = sum(oc.state == "failed" for oc in outcomes)
+        raise RenderError(f"{failed} of {len(outcomes)} item(s) failed; see {out_dir / b.MANIFEST}")
 
 
 def print_plan(items: list[Any]) -> None:

@@ -770,39 +770,45 @@ def run_items(items: list[Item], statuses: dict[int, Status], manifest: Manifest
     todo.sort(key=lambda it: (first_use[_engine_key(it.spec)], it.index))
     engine: Any = None
     failed_loads: dict[tuple[Any, ...], str] = {}
-    for n, item in enumerate(todo, start=1):
-        report.item_started(item, n, len(todo))
-        start = time.perf_counter()
-        try:
-            key = _engine_key(item.spec)
-            if key in failed_loads:
-                raise _LoadFailed(failed_loads[key])
-            if engine is None or not engine.accepts(item.spec):
-                engine = None  # free the previous model before loading the next
-                engine = _load(item.spec, report, failed_loads)
-            record = render_item(engine, item, batch_file, report)
-        except KeyboardInterrupt:
+    current: Item | None = None  # the item being worked on, for the manifest if Ctrl-C comes now
+    start = time.perf_counter()
+    try:
+        for n, item in enumerate(todo, start=1):
+            current, start = item, time.perf_counter()
+            report.item_started(item, n, len(todo))
+            try:
+                key = _engine_key(item.spec)
+                if key in failed_loads:
+                    raise _LoadFailed(failed_loads[key])
+                if engine is None or not engine.accepts(item.spec):
+                    engine = None  # free the previous model before loading the next
+                    engine = _load(item.spec, report, failed_loads)
+                record = render_item(engine, item, batch_file, report)
+            except Exception as e:  # the item failed: record it and go on with the next one
+                error = describe_error(e)
+                seconds = time.perf_counter() - start
+                manifest.append(_line(item, "failed", seconds=seconds, error=error))
+                current = None
+                o = Outcome(item.index, "failed", str(item.output), item.spec.seed or 0, item.spec.prompt,
+                            seconds, error)
+                outcomes.append(o)
+                report.item_finished(o)
+                _free_memory(e)
+                continue
             seconds = time.perf_counter() - start
-            manifest.append(_line(item, "interrupted", seconds=seconds, error="interrupted (Ctrl-C or SIGTERM)"))
-            outcomes.append(Outcome(item.index, "interrupted", str(item.output), item.spec.seed or 0,
-                                    item.spec.prompt, seconds, "interrupted"))
-            raise
-        except Exception as e:  # the item failed: record it and go on with the next one
-            error = describe_error(e)
-            seconds = time.perf_counter() - start
-            manifest.append(_line(item, "failed", seconds=seconds, error=error))
-            o = Outcome(item.index, "failed", str(item.output), item.spec.seed or 0, item.spec.prompt, seconds,
-                        error)
+            manifest.append(_line(item, "done", sha256=file_sha256(item.output), seconds=seconds,
+                                  timings=record.get("timings"), record=record))
+            current = None
+            o = Outcome(item.index, "done", str(item.output), item.spec.seed or 0, item.spec.prompt, seconds)
             outcomes.append(o)
             report.item_finished(o)
-            _free_memory(e)
-            continue
-        seconds = time.perf_counter() - start
-        manifest.append(_line(item, "done", sha256=file_sha256(item.output), seconds=seconds,
-                              timings=record.get("timings"), record=record))
-        o = Outcome(item.index, "done", str(item.output), item.spec.seed or 0, item.spec.prompt, seconds)
-        outcomes.append(o)
-        report.item_finished(o)
+    except KeyboardInterrupt:
+        if current is not None:
+            seconds = time.perf_counter() - start
+            manifest.append(_line(current, "interrupted", seconds=seconds, error="interrupted (Ctrl-C or SIGTERM)"))
+            outcomes.append(Outcome(current.index, "interrupted", str(current.output), current.spec.seed or 0,
+                                    current.spec.prompt, seconds, "interrupted"))
+        raise
 
 
 class _LoadFailed(Exception):
