@@ -128,19 +128,24 @@ def test_images_and_experts_change_the_frames(models, pictures):
     assert not torch.equal(frames("ti2v", height=32, width=32), frames("ti2v", height=32, width=32, image=first))
 
 
-def test_render_time_refusals(models, pictures):
-    base = RenderSpec(prompt=PROMPT, frames=5, height=16, width=16, steps=1, seed=1, max_sequence_length=16,
-                      image=str(pictures["first"]))
+def test_model_specific_refusals_come_before_loading(models, pictures):
+    """What only a model's configs tell (FLF2V or not, one expert or two) is refused before any weight is read."""
+    from videogen.engine import inspect_model, resolve_spec
+
+    base = RenderSpec(prompt=PROMPT, frames=5, height=16, width=16, steps=1, seed=1, image=str(pictures["first"]))
+    last = str(pictures["last"])
     cases = [
-        (base.replace(model=str(models["i2v"]), last_image=str(pictures["last"])), "no --last-image"),
-        (base.replace(model=str(models["flf2v"])), "give the last frame with --last-image"),
-        (base.replace(model=str(models["i2v"]), guidance_2=2.0), "two-expert models"),
-        (base.replace(model=str(models["ti2v"]), height=32, width=32, last_image=str(pictures["last"])),
-         "cannot take --last-image"),
+        ("i2v", dict(last_image=last), "takes no --last-image"),
+        ("flf2v", {}, "give the last frame with --last-image"),
+        ("flf2v", dict(last_image=last, frames=1), "needs more than one frame"),
+        ("i2v", dict(guidance_2=2.0), "two-expert models"),
+        ("ti2v", dict(height=32, width=32, last_image=last), "cannot take --last-image"),
     ]
-    for spec, words in cases:
+    for name, changes, words in cases:
         with pytest.raises(UserError, match=words):
-            render(spec)
+            resolve_spec(base.replace(model=str(models[name]), **changes), inspect_model(str(models[name])))
+    # Wan 2.2 I2V (no CLIP) takes a last frame too, as diffusers' pipeline does.
+    resolve_spec(base.replace(model=str(models["a14b-i2v"]), last_image=last), inspect_model(str(models["a14b-i2v"])))
 
 
 def test_ti2v_defaults_are_its_own(models):

@@ -88,6 +88,10 @@ class Family(ABC):
         """The defaults of this model (a family whose models differ, e.g. in fps, overrides this)."""
         return cls.defaults
 
+    @classmethod
+    def check_spec(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> None:
+        """Refuse, before any weight is read, what this model cannot do (told from its configs alone)."""
+
     @abstractmethod
     def encode(self, spec: RenderSpec) -> tuple[Conditioning, Conditioning | None]:
         """Prompt (and image) conditioning; the second is None when guidance is off."""

@@ -72,6 +72,14 @@ class Wan(Family):
     def defaults_for(cls, index: dict[str, Any]) -> Defaults:
         return TI2V_DEFAULTS if index.get("expand_timesteps") else cls.defaults
 
+    @classmethod
+    def check_spec(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> None:
+        if spec.guidance_2 is not None and (index.get("boundary_ratio") is None
+                                            or "transformer_2" not in components(index)):
+            raise UserError("--guidance-2 is for two-expert models (Wan 2.2 A14B) only; this model has one")
+        if index.get("expand_timesteps") and spec.last_image is not None:
+            raise UserError("this Wan 2.2 TI2V model takes a first frame (--image) but no --last-image")
+
     def modules(self) -> dict[str, torch.nn.Module]:
         mods = {"text_encoder": self.text_encoder, "transformer": self.transformer, "vae": self.vae}
         if self.transformer_2 is not None:
@@ -95,8 +103,6 @@ class Wan(Family):
     def guidances(self, spec: RenderSpec) -> tuple[float, float]:
         """(high-noise, low-noise) guidance; the second is --guidance-2, defaulting to --guidance."""
         g = float(spec.guidance or 1.0)
-        if spec.guidance_2 is not None and self.boundary_ratio is None:
-            raise UserError("--guidance-2 is for two-expert models (Wan 2.2 A14B) only; this model has one")
         return g, g if spec.guidance_2 is None else float(spec.guidance_2)
 
     def encode(self, spec: RenderSpec) -> tuple[Conditioning, Conditioning | None]:
@@ -118,8 +124,6 @@ class Wan(Family):
         """TI2V: the first frame's latents (posterior mode), re-imposed on latent frame 0 at every step."""
         if not self.expand_timesteps or spec.image is None:
             return {}
-        if spec.last_image is not None:
-            raise UserError("this Wan 2.2 TI2V model takes a first frame (--image) but no --last-image")
         assert spec.width and spec.height
         frame = images.to_tensor(images.load_fitted(spec.image, spec.width, spec.height, "--image"))
         return {"first_frame": self.encode_video(frame.unsqueeze(2))}

@@ -14,7 +14,7 @@ import torch
 
 from videogen import images
 from videogen.errors import UserError
-from videogen.families.base import Defaults
+from videogen.families.base import Defaults, read_config
 from videogen.families.wan import Wan
 from videogen.loading import components, load_component
 from videogen.spec import RenderSpec
@@ -42,7 +42,23 @@ class WanI2V(Wan):
 
     @classmethod
     def task_of(cls, index: dict[str, Any]) -> str:
-        return "i2v"  # first-last-frame is told from the transformer's config at render time
+        return "i2v"  # first-last-frame is told from the transformer's config, in check_spec
+
+    @classmethod
+    def check_spec(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> None:
+        """Wan 2.1 FLF2V's image embedder wants two images and I2V's one; Wan 2.2 I2V takes either."""
+        super().check_spec(path, index, spec)
+        if spec.last_image is not None and (spec.frames or 2) < 2:
+            raise UserError("--last-image needs more than one frame (--frames 5 or more)")
+        transformer = read_config(path, "transformer")
+        if index.get("expand_timesteps") or transformer.get("image_dim") is None:
+            return
+        flf2v = transformer.get("pos_embed_seq_len") is not None
+        if flf2v and spec.last_image is None:
+            raise UserError("this Wan model is first-last-frame: give the last frame with --last-image")
+        if not flf2v and spec.last_image is not None:
+            raise UserError("this Wan 2.1 image-to-video model takes no --last-image "
+                            "(use a first-last-frame model such as wan2.1-flf2v-14b-720p)")
 
     def modules(self) -> dict[str, torch.nn.Module]:
         mods = super().modules()
@@ -54,9 +70,6 @@ class WanI2V(Wan):
         if self.expand_timesteps:  # a TI2V checkpoint saved as an I2V pipeline: Wan's clean-first-frame path
             return super().image_conditioning(spec)
         assert spec.image and spec.width and spec.height and spec.frames
-        self.check_last_image(spec)
-        if spec.last_image is not None and spec.frames < 2:
-            raise UserError("--last-image needs more than one frame (--frames 5 or more)")
         shots = [images.load_fitted(spec.image, spec.width, spec.height, "--image")]
         if spec.last_image is not None:
             shots.append(images.load_fitted(spec.last_image, spec.width, spec.height, "--last-image"))
@@ -64,17 +77,6 @@ class WanI2V(Wan):
         if self.image_encoder is not None:
             out["encoder_hidden_states_image"] = self.clip_features(shots)
         return out
-
-    def check_last_image(self, spec: RenderSpec) -> None:
-        """Wan 2.1 FLF2V's image embedder expects two images and I2V's one; Wan 2.2 I2V takes either."""
-        if self.image_encoder is None:
-            return
-        flf2v = self.transformer.config.pos_embed_seq_len is not None
-        if flf2v and spec.last_image is None:
-            raise UserError("this Wan model is first-last-frame: give the last frame with --last-image")
-        if not flf2v and spec.last_image is not None:
-            raise UserError("this Wan 2.1 image-to-video model takes no --last-image "
-                            "(use a first-last-frame model such as wan2.1-flf2v-14b-720p)")
 
     @torch.no_grad()
     def clip_features(self, shots: list[Any]) -> torch.Tensor:
