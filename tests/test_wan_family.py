@@ -128,6 +128,20 @@ def test_images_and_experts_change_the_frames(models, pictures):
     assert not torch.equal(frames("ti2v", height=32, width=32), frames("ti2v", height=32, width=32, image=first))
 
 
+def test_run_record_names_the_expert_split_and_clean_first_frame(models, pictures):
+    def record(name: str, **kw) -> dict:
+        spec = RenderSpec(prompt=PROMPT, model=str(models[name]), frames=1, steps=2, seed=1, max_sequence_length=16,
+                          **kw)
+        render(spec)  # loads the engine once
+        return _engines[spec.model].render(spec).record
+
+    rec = record("a14b", height=16, width=16, guidance=4.0, guidance_2=2.0)
+    assert rec["sampling"]["boundary_timestep"] == pytest.approx(875.0) and rec["sampling"]["guidance_2"] == 2.0
+    assert rec["spec"]["guidance_2"] == 2.0
+    rec = record("ti2v", height=32, width=32, guidance=1.0, image=str(pictures["first"]))
+    assert rec["sampling"] == {"per_token_timesteps": True, "clean_first_frame": True}
+
+
 def test_model_specific_refusals_come_before_loading(models, pictures):
     """What only a model's configs tell (FLF2V or not, one expert or two) is refused before any weight is read."""
     from videogen.engine import inspect_model, resolve_spec

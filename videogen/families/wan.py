@@ -183,6 +183,8 @@ class Wan(Family):
         info: dict[str, Any] = {"scheduler": describe(scheduler)}
         if boundary is not None:
             info.update(boundary_timestep=boundary, guidance_2=low)
+        if mask is not None:
+            info.update(per_token_timesteps=True, clean_first_frame=first is not None)
         return Plan(latents=latents, scheduler=scheduler, timesteps=scheduler.timesteps, predict=predict,
                     cond=cond, uncond=uncond, guidance=lambda t: expert(t)[1], batch_cfg=spec.batch_cfg,
                     after_step=after_step, info=info)
