@@ -104,6 +104,20 @@ def test_dynamic_guidance_changes_the_video(tiny_cog):
     assert (plain - ramped).abs().max() > 1e-3
 
 
+def run_main(capsys, monkeypatch, cwd: Path, *args: str) -> tuple[int, str]:
+    """The real entry point in this process (exit code, stderr): bad input never reaches a model load."""
+    from videogen.cli.main import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["videogen", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    return code, capsys.readouterr().err
+
+
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("videogen")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=300,
@@ -132,8 +146,10 @@ def test_cli_writes_an_mp4_with_a_preset(tiny_cog, tmp_path):
     ("2b", {"height": 24}, "--height 24 is not a multiple of 16: use 16 or 32"),
     ("5b-i2v", {"width": 16}, "takes only --height 16 --width 32"),
     ("1.5", {"width": 48}, "at most --height 16 --width 32"),
+    ("2b", {"scheduler": "euler"}, "--scheduler and --flow-shift do not apply"),
+    ("5b", {"guidance_2": 3.0}, "--guidance-2 is for two-expert models"),
 ])
-def test_geometry_refused_by_name(tiny_cog, image64x32, variant, changes, expected):
+def test_refused_by_name(tiny_cog, image64x32, variant, changes, expected):
     """Refused before any weight is read (a UserError: exit code 2 on the command line)."""
     folder = tiny_cog(variant)
     spec = RenderSpec(prompt=PROMPT, model=str(folder), frames=9, height=16, width=32,
@@ -142,11 +158,11 @@ def test_geometry_refused_by_name(tiny_cog, image64x32, variant, changes, expect
         resolve_spec(spec.replace(**changes), inspect_model(str(folder)))
 
 
-def test_geometry_exit_2_in_a_real_process(tiny_cog, tmp_path):
-    r = run_cli("generate", PROMPT, "-m", str(tiny_cog("2b")), "--frames", "5", "--width", "20", cwd=tmp_path)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not 8k+1" in lines[0] and "not a multiple of 16" in lines[0]
+def test_geometry_exit_2_on_the_command_line(tiny_cog, tmp_path, capsys, monkeypatch):
+    code, err = run_main(capsys, monkeypatch, tmp_path, "generate", PROMPT, "-m", str(tiny_cog("2b")), "--frames", "5",
+                         "--width", "20")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "not 8k+1" in lines[0] and "not a multiple of 16" in lines[0]
     assert not list(tmp_path.iterdir())
 
 

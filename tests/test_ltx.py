@@ -89,6 +89,20 @@ def test_image_fixes_the_first_frame_only(tiny_ltx, image64):
     assert (with_image[0] - without[0]).abs().max() > 0.05
 
 
+def run_main(capsys, monkeypatch, cwd: Path, *args: str) -> tuple[int, str]:
+    """The real entry point in this process (exit code, stderr): bad input never reaches a model load."""
+    from videogen.cli.main import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["videogen", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    return code, capsys.readouterr().err
+
+
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("videogen")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=300,
@@ -114,19 +128,21 @@ def test_cli_writes_an_mp4(tiny_ltx, image64, tmp_path):
     ({"frames": 10}, "--frames 10 is not 4k+1: use 9 or 13"),
     ({"height": 48}, "--height 48 is not a multiple of 32: use 32 or 64"),
     ({"width": 16}, "--width 16 is not a multiple of 32: use 32"),
+    ({"guidance_2": 2.0}, "--guidance-2 is for two-expert models"),
+    ({"dynamic_guidance": True}, "this ltx model does not take it"),
 ])
-def test_geometry_refused_by_name(tiny_ltx, changes, expected):
+def test_refused_by_name(tiny_ltx, changes, expected):
     """Refused before any weight is read (a UserError: exit code 2 on the command line)."""
     spec = RenderSpec(prompt=PROMPT, model=str(tiny_ltx), frames=9, height=32, width=32, steps=2)
     with pytest.raises(UserError, match=re.escape(expected)):
         resolve_spec(spec.replace(**changes), inspect_model(str(tiny_ltx)))
 
 
-def test_geometry_exit_2_in_a_real_process(tiny_ltx, tmp_path):
-    r = run_cli("generate", PROMPT, "-m", str(tiny_ltx), "--frames", "12", "--height", "40", cwd=tmp_path)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not 4k+1" in lines[0] and "not a multiple of 32" in lines[0]
+def test_geometry_exit_2_on_the_command_line(tiny_ltx, tmp_path, capsys, monkeypatch):
+    code, err = run_main(capsys, monkeypatch, tmp_path, "generate", PROMPT, "-m", str(tiny_ltx), "--frames", "12",
+                         "--height", "40")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "not 4k+1" in lines[0] and "not a multiple of 32" in lines[0]
     assert not list(tmp_path.iterdir())
 
 

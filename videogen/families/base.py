@@ -70,6 +70,8 @@ class Family(ABC):
     defaults: ClassVar[Defaults]
     # Guidance-distilled families take `guidance` as an embedded input and real CFG as `true_guidance`.
     takes_true_guidance: ClassVar[bool] = False
+    # Families whose guidance can follow CogVideoX's cosine ramp (`dynamic_guidance`).
+    takes_dynamic_guidance: ClassVar[bool] = False
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         self.path, self.index, self.device, self.dtype = path, index, device, dtype

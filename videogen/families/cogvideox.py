@@ -57,6 +57,7 @@ class CogVideoX(Family):
     name = "cogvideox"
     pipelines = ("CogVideoXPipeline", "CogVideoXImageToVideoPipeline")
     tasks = ("t2v", "i2v")
+    takes_dynamic_guidance = True
     # The pipelines' defaults for 2b/5b (480x720 from the transformer's sample size, 49 frames) and the documented
     # 8 fps. 1.5 models (81 frames, 16 fps, 768x1360) get theirs from their presets.
     defaults = Defaults(frames=49, height=480, width=720, steps=50, guidance=6.0, fps=8)
@@ -67,7 +68,9 @@ class CogVideoX(Family):
         self.tokenizer = load_component(path, "tokenizer", *comps["tokenizer"])
         self.text_encoder = load_component(path, "text_encoder", *comps["text_encoder"], dtype=dtype).eval()
         self.transformer = load_component(path, "transformer", *comps["transformer"], dtype=dtype).eval()
-        self.vae = load_component(path, "vae", *comps["vae"], dtype=torch.float32).eval()
+        # The VAE runs in the model's dtype, as in the CogVideoX pipelines: in float32 its 3-D decoder needs
+        # twice the memory, and the official settings are bfloat16 throughout.
+        self.vae = load_component(path, "vae", *comps["vae"], dtype=dtype).eval()
         self.scheduler = load_component(path, "scheduler", *comps["scheduler"])
         self.temporal, self.spatial = self.vae_compression(dict(self.vae.config))
         self.i2v = self.task_of(index) == "i2v"
@@ -92,6 +95,14 @@ class CogVideoX(Family):
     @classmethod
     def task_of(cls, index: dict[str, Any]) -> str:
         return "i2v" if index.get("_class_name") == "CogVideoXImageToVideoPipeline" else "t2v"
+
+    @classmethod
+    def check_spec(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> None:
+        if spec.scheduler is not None or spec.flow_shift is not None:
+            raise UserError("CogVideoX samples with its own v-prediction scheduler (DDIM or DPM, from the model "
+                            "folder): --scheduler and --flow-shift do not apply")
+        if spec.guidance_2 is not None:
+            raise UserError("--guidance-2 is for two-expert models (Wan 2.2 A14B) only; this CogVideoX model has one")
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"text_encoder": self.text_encoder, "transformer": self.transformer, "vae": self.vae}
@@ -125,8 +136,6 @@ class CogVideoX(Family):
 
     def plan(self, spec: RenderSpec, cond: Conditioning, uncond: Conditioning | None) -> Plan:
         assert spec.steps and spec.seed is not None and spec.height and spec.width
-        if spec.scheduler is not None or spec.flow_shift is not None:
-            raise UserError("CogVideoX runs its own v-prediction scheduler: --scheduler and --flow-shift do not apply")
         scheduler = type(self.scheduler).from_config(self.scheduler.config)  # schedulers keep per-run state
         scheduler.set_timesteps(spec.steps, device=self.device)
         frames, pad = self.latent_frames(spec)

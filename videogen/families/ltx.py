@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from videogen import vae as vae_ops
+from videogen.errors import UserError
 from videogen.families.base import Defaults, Family, Geometry, read_config
 from videogen.images import load_fitted, to_tensor
 from videogen.loading import components, load_component
@@ -72,7 +73,8 @@ class LTX(Family):
         self.tokenizer = load_component(path, "tokenizer", *comps["tokenizer"])
         self.text_encoder = load_component(path, "text_encoder", *comps["text_encoder"], dtype=dtype).eval()
         self.transformer = load_component(path, "transformer", *comps["transformer"], dtype=dtype).eval()
-        self.vae = load_component(path, "vae", *comps["vae"], dtype=torch.float32).eval()
+        # The VAE runs in the model's dtype, as in the LTX pipelines (official settings are bfloat16 throughout).
+        self.vae = load_component(path, "vae", *comps["vae"], dtype=dtype).eval()
         self.scheduler = load_component(path, "scheduler", *comps["scheduler"])
         self.temporal, self.spatial = vae_compression(dict(self.vae.config))
         self.patch, self.patch_t = self.transformer.config.patch_size, self.transformer.config.patch_size_t
@@ -87,6 +89,11 @@ class LTX(Family):
     @classmethod
     def task_of(cls, index: dict[str, Any]) -> str:
         return "i2v" if index.get("_class_name") == "LTXImageToVideoPipeline" else "ti2v"
+
+    @classmethod
+    def check_spec(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> None:
+        if spec.guidance_2 is not None:
+            raise UserError("--guidance-2 is for two-expert models (Wan 2.2 A14B) only; this LTX model has one")
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"text_encoder": self.text_encoder, "transformer": self.transformer, "vae": self.vae}
