@@ -24,16 +24,20 @@ def tiny_ltx_components(seed: int = 0, timestep_conditioning: bool = True, dynam
     transformer = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1,
                                              num_attention_heads=4, attention_head_dim=8, cross_attention_dim=32,
                                              num_layers=1, caption_channels=32)
-    # Spatial and temporal compression 4; the decoder is conditioned on the timestep like 0.9.1's, but with
-    # noise injection off: diffusers draws that noise from the global RNG, which no seed reproduces.
+    # Spatial and temporal compression 4; the decoder is conditioned on the timestep and injects noise like
+    # 0.9.1's (diffusers draws that noise from the global RNG: the reference run seeds it).
     vae = AutoencoderKLLTXVideo(
         latent_channels=8, block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
         layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
         spatio_temporal_scaling=(True, True, False, False), decoder_spatio_temporal_scaling=(True, True, False, False),
-        decoder_inject_noise=(False, False, False, False, False), upsample_residual=(False, False, False, False),
+        decoder_inject_noise=(True, True, False, False, False), upsample_residual=(False, False, False, False),
         upsample_factor=(1, 1, 1, 1), timestep_conditioning=timestep_conditioning, patch_size=1, patch_size_t=1,
         encoder_causal=True, decoder_causal=False,
     )
+    for module in vae.decoder.modules():  # noise scales start at zero: make the injected noise count
+        for name in ("per_channel_scale1", "per_channel_scale2"):
+            if getattr(module, name, None) is not None:
+                getattr(module, name).data.fill_(0.3)
     # Non-trivial latent statistics, so that (de)normalisation with the VAE's buffers is exercised.
     vae.latents_mean.copy_(torch.linspace(-0.3, 0.3, 8))
     vae.latents_std.copy_(torch.linspace(0.5, 1.5, 8))

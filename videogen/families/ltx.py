@@ -202,5 +202,9 @@ class LTX(Family):
             # With a noise scale of 0 the decoder's input noise (1-s)*z + s*noise leaves z as it is.
             assert DECODE_NOISE_SCALE == 0.0
             timestep = torch.tensor([DECODE_TIMESTEP], device=z.device, dtype=z.dtype)
-        video = self.vae.decode(z.to(self.vae.dtype), timestep, return_dict=False)[0]
+        # 0.9.1's decoder adds noise drawn from the global RNG (diffusers gives it no generator): seeded from the
+        # render's seed, and restored after, so that the video is reproducible from its record.
+        with torch.random.fork_rng(devices=[z.device] if z.device.type == "cuda" else []):
+            torch.manual_seed(spec.seed or 0)
+            video = self.vae.decode(z.to(self.vae.dtype), timestep, return_dict=False)[0]
         return vae_ops.to_frames(video)[0]
