@@ -44,10 +44,14 @@ _engines: dict[str, Engine] = {}
 _pipelines: dict[tuple[str, str], object] = {}
 
 
-def render(spec: RenderSpec) -> torch.Tensor:
+def run(spec: RenderSpec):
     if spec.model not in _engines:
         _engines[spec.model] = Engine.load(spec)
-    return _engines[spec.model].render(spec).frames_float
+    return _engines[spec.model].render(spec)
+
+
+def render(spec: RenderSpec) -> torch.Tensor:
+    return run(spec).frames_float
 
 
 def reference(spec: RenderSpec) -> np.ndarray:
@@ -119,21 +123,22 @@ def test_images_and_experts_change_the_frames(models, pictures):
                     seed=3, max_sequence_length=16)
         return render(RenderSpec(**{**base, **kw}))
 
+    def differ(a: torch.Tensor, b: torch.Tensor) -> bool:  # by far more than the parity tolerance
+        return float((a - b).abs().max()) > 10 * TOL
+
     first, last, other = (str(pictures[k]) for k in ("first", "last", "other"))
-    assert not torch.equal(frames("i2v", image=first), frames("i2v", image=other))
-    assert not torch.equal(frames("flf2v", image=first, last_image=last),
-                           frames("flf2v", image=first, last_image=other))
+    assert differ(frames("i2v", image=first), frames("i2v", image=other))
+    assert differ(frames("flf2v", image=first, last_image=last), frames("flf2v", image=first, last_image=other))
     # --guidance 1 with --guidance-2 > 1 still guides the low-noise expert (the official Wan 2.2 behaviour).
-    assert not torch.equal(frames("a14b"), frames("a14b", guidance_2=3.0))
-    assert not torch.equal(frames("ti2v", height=32, width=32), frames("ti2v", height=32, width=32, image=first))
+    assert differ(frames("a14b"), frames("a14b", guidance_2=3.0))
+    assert differ(frames("ti2v", height=32, width=32), frames("ti2v", height=32, width=32, image=first))
 
 
 def test_run_record_names_the_expert_split_and_clean_first_frame(models, pictures):
     def record(name: str, **kw) -> dict:
         spec = RenderSpec(prompt=PROMPT, model=str(models[name]), frames=1, steps=2, seed=1, max_sequence_length=16,
                           **kw)
-        render(spec)  # loads the engine once
-        return _engines[spec.model].render(spec).record
+        return run(spec).record
 
     rec = record("a14b", height=16, width=16, guidance=4.0, guidance_2=2.0)
     assert rec["sampling"]["boundary_timestep"] == pytest.approx(875.0) and rec["sampling"]["guidance_2"] == 2.0

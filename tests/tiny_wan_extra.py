@@ -42,7 +42,7 @@ def wan21_vae():
     from diffusers import AutoencoderKLWan
 
     torch.manual_seed(3)
-    return AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+    return AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                             temperal_downsample=[False, True, True]).eval()
 
 
