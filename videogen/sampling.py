@@ -66,12 +66,15 @@ def cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     return uncond + scale * (cond - uncond)
 
 
-def guided_prediction(plan: Plan, x: torch.Tensor, t: torch.Tensor, step: StepInfo) -> torch.Tensor:
+def guided_prediction(plan: Plan, x: torch.Tensor, t: torch.Tensor, step: StepInfo,
+                      pair: Conditioning | None = None) -> torch.Tensor:
+    """`pair`: [uncond, cond] concatenated once per render by `sample` (it does not change between steps)."""
     scale = plan.guidance(t)
     if plan.uncond is None or scale == 1.0:
         return plan.predict(x, t, plan.cond, step)
     if plan.batch_cfg:
-        both = plan.predict(torch.cat([x, x]), t, Conditioning.concat([plan.uncond, plan.cond]), step)
+        pair = pair or Conditioning.concat([plan.uncond, plan.cond])
+        both = plan.predict(torch.cat([x, x]), t, pair, step)
         uncond, cond = both.chunk(2)
         return cfg(cond, uncond, scale)
     cond = plan.predict(x, t, plan.cond, step)
@@ -87,9 +90,10 @@ def sample(plan: Plan, callback: StepCallback | None = None) -> torch.Tensor:
     x = plan.latents
     total = len(plan.timesteps)
     sigmas = getattr(plan.scheduler, "sigmas", None)
+    pair = Conditioning.concat([plan.uncond, plan.cond]) if plan.batch_cfg and plan.uncond is not None else None
     for i, t in enumerate(plan.timesteps):
         sigma = float(sigmas[i]) if sigmas is not None and i < len(sigmas) else None
-        out = guided_prediction(plan, x, t, StepInfo(i, total, sigma))
+        out = guided_prediction(plan, x, t, StepInfo(i, total, sigma), pair)
         x = step(out, t, x)
         if plan.after_step is not None:
             x = plan.after_step(x, i)
