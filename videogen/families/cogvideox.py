@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,11 +165,13 @@ class CogVideoX(Family):
 
         return Plan(latents=latents, scheduler=scheduler, timesteps=scheduler.timesteps, predict=predict,
                     cond=cond, uncond=uncond, guidance=self.guidance(spec), batch_cfg=True,
-                    step=self.dpm_step(scheduler, generator), info={"scheduler": describe(scheduler)})
+                    step=self.dpm_step(scheduler, generator),
+                    info={"scheduler": describe(scheduler), "dynamic_guidance": bool(spec.dynamic_guidance),
+                          "padded_latent_frames": pad, "image_offset": IMAGE_OFFSET if ofs is not None else None})
 
     @staticmethod
-    def guidance(spec: RenderSpec) -> Any:
-        """Constant guidance, or with --dynamic-guidance (diffusers' use_dynamic_cfg) the cosine ramp of CogVideoX."""
+    def guidance(spec: RenderSpec) -> Callable[[torch.Tensor], float]:
+        """Constant guidance, or with `dynamic_guidance` (diffusers' use_dynamic_cfg) CogVideoX's cosine ramp."""
         scale, n = float(spec.guidance or 1.0), spec.steps or 1
         if not spec.dynamic_guidance:
             return lambda _t: scale
@@ -176,7 +179,7 @@ class CogVideoX(Family):
         return lambda t: 1 + scale * (1 - math.cos(math.pi * ((n - t.item()) / n) ** 5.0)) / 2
 
     @staticmethod
-    def dpm_step(scheduler: Any, generator: torch.Generator) -> Any:
+    def dpm_step(scheduler: Any, generator: torch.Generator) -> Callable[..., torch.Tensor] | None:
         """For CogVideoXDPMScheduler: a two-step solver that needs the previous x0 estimate and timestep, and that
         draws fresh noise from the render's generator at every step. None (the plain step) for DDIM."""
         if "old_pred_original_sample" not in inspect.signature(scheduler.step).parameters:
