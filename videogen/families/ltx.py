@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from videogen import vae as vae_ops
@@ -127,8 +128,6 @@ class LTX(Family):
         assert spec.steps and spec.seed is not None and spec.fps and spec.height and spec.width
         frames, height, width = self.latent_grid(spec)
         scheduler = make_scheduler(self.scheduler, spec.scheduler, spec.flow_shift)
-        import numpy as np
-
         n = spec.steps
         accepts = inspect.signature(scheduler.set_timesteps).parameters
         if "sigmas" in accepts:  # LTXPipeline: sigmas linspace(1, 1/N, N), shifted by sequence length when asked
