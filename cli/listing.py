@@ -13,9 +13,14 @@ def list_models() -> None:
     for name, path in sorted(presets.all_presets().items()):
         p = presets.parse_preset(path, name)
         by_family.setdefault(p.family or "(unknown)", []).append(f"{name:<26} {p.description}")
-    for f in FAMILIES:
-        sys.stdout.write(f"{f.name:<12} tasks: {', '.join(f.tasks):<16} pipelines: {', '.join(f.pipelines)}\n")
-        for line in by_family.pop(f.name, []):
+    families: dict[str, tuple[list[str], list[str]]] = {}
+    for f in FAMILIES:  # a family may have several adapters (e.g. Wan text- and image-to-video)
+        tasks, pipelines = families.setdefault(f.name, ([], []))
+        tasks.extend(t for t in f.tasks if t not in tasks)
+        pipelines.extend(f.pipelines)
+    for name, (tasks, pipelines) in families.items():
+        sys.stdout.write(f"{name:<12} tasks: {', '.join(tasks):<22} pipelines: {', '.join(pipelines)}\n")
+        for line in by_family.pop(name, []):
             sys.stdout.write(f"    {line}\n")
     for family, lines in by_family.items():
         sys.stdout.write(f"{family}\n" + "".join(f"    {line}\n" for line in lines))

@@ -58,8 +58,9 @@ def test_guidance_and_seed_change_the_frames(tiny_wan):
     a = engine.render(base).frames_float
     b = engine.render(base.replace(guidance=6.0, negative_prompt="dog")).frames_float
     c = engine.render(base.replace(seed=2)).frames_float
-    assert (a - b).abs().max() > 1e-4
-    assert (a - c).abs().max() > 1e-4
+    # 10x the parity tolerance: the tiny VAE must pass latent changes through, or parity would prove little
+    assert (a - b).abs().max() > 1e-3
+    assert (a - c).abs().max() > 1e-3
     assert torch.equal(a, engine.render(base).frames_float)  # same spec, same frames, bit for bit
 
 

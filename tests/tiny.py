@@ -45,7 +45,7 @@ def tiny_wan_components(scheduler: str = "unipc", seed: int = 0, vae: str = "wan
     tokenizer = word_tokenizer()
     text_encoder = tiny_umt5(len(tokenizer))
     if vae == "wan":
-        autoencoder = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        autoencoder = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                                        temperal_downsample=[False, True, True])
         channels = 16
     else:  # an image VAE applied per frame, like the built-in model's
