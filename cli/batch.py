@@ -85,6 +85,7 @@ def run(file: Path, preset: str | None, seeds: str | None, seeds_per_prompt: int
         return o.merge(prompt, {**flags, **fields}, preset)
 
     items = b.build_plan(entries, make_spec, out_dir, suffix, seed_list, seeds_per_prompt)
+    b.check_models(items)
     if dry_run:
         rank, _world = b.launched_ranks()
         if rank == 0:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import run_inprocess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -261,28 +262,17 @@ def test_items_are_split_by_index_modulo_world(tmp_path):
 # -- through the real command: exit 2 and one line ----------------------------------------------------------------
 
 
-def run_main(capsys, *args: str) -> tuple[int, str, str]:
-    from videogen.cli.main import main
-
-    old = sys.argv
-    sys.argv = ["videogen", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = old
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+def run_main(capsys, *args) -> tuple[int, str, str]:
+    res = run_inprocess(capsys, *args)
+    return res.code, res.out, res.err
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(st.binary(max_size=100), st.just(b"- prompt: [1]\n"), st.just(b'{"prompt": 3}')),
        suffix=st.sampled_from(SUFFIXES))
-def test_command_refuses_with_exit_2_and_one_line(tmp_path, capsys, data, suffix):
+def test_command_refuses_with_exit_2_and_one_line(tiny_wan, tmp_path, capsys, data, suffix):
     path = write(tmp_path, suffix, data)
-    code, out, err = run_main(capsys, "batch", path, "--dry-run", "-o", tmp_path / "out")
+    code, out, err = run_main(capsys, "batch", path, "--dry-run", "-o", tmp_path / "out", "-m", tiny_wan)
     if code == 0:
         assert b.read_prompt_file(path)  # it was a valid file
         return
@@ -294,7 +284,8 @@ def test_command_refuses_with_exit_2_and_one_line(tmp_path, capsys, data, suffix
 def test_bad_options_exit_2(tmp_path, capsys):
     path = write(tmp_path, ".txt", "a red cat\n")
     for args in (["--seeds", "1..3", "--seeds-per-prompt", "2"], ["--seed", "1", "--seeds", "1..2"],
-                 ["--seeds", "9..1"], ["--preset", "no-such-preset"], ["--steps", "0"]):
+                 ["--seeds", "9..1"], ["--preset", "no-such-preset"], ["--steps", "0"],
+                 ["-m", str(tmp_path / "no-such-model")]):
         code, _out, err = run_main(capsys, "batch", path, "--dry-run", *args)
         assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), (args, err)
 

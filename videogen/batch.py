@@ -338,6 +338,22 @@ def build_plan(entries: list[Entry], make_spec: Callable[[str, dict[str, Any]], 
     return items
 
 
+def check_models(items: list[Item]) -> None:
+    """Every model the plan names must exist and be a supported family: that is bad input (exit 2) for the whole
+    batch, found before anything renders, not one failure per item."""
+    from videogen.engine import inspect_model
+
+    seen: set[str] = set()
+    for item in items:
+        if item.spec.model in seen:
+            continue
+        seen.add(item.spec.model)
+        try:
+            inspect_model(item.spec.model)
+        except UserError as e:
+            raise UserError(_cap(f"{item.where}: {e}")) from None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Manifest
 
@@ -362,8 +378,10 @@ class Manifest:
         os.fsync(self.fd)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        if self.fd >= 0:  # closing twice could close a descriptor the number was reused for
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
 
 
 def _now() -> str:
@@ -394,6 +412,8 @@ def merge_shards(out_dir: Path) -> None:
 
     Lines carry unique ids, so a merge that was killed after the rewrite but before the shards were removed is
     simply repeated without duplicating anything."""
+    for stale in out_dir.glob(f".{MANIFEST}.partial-*"):  # a merge killed half-way
+        stale.unlink(missing_ok=True)
     shards = shard_paths(out_dir)
     if not shards:
         return
@@ -578,6 +598,9 @@ def init_ranks(device: str) -> Ranks:
     rank, world = launched_ranks()
     if world == 1:
         return Ranks()
+    if device.startswith("cuda:"):
+        raise UserError(f"--device {device}: under torchrun every rank would use that one GPU; use --device cuda "
+                        "(each rank takes the GPU of its LOCAL_RANK) or auto")
     from datetime import timedelta
 
     import torch
@@ -656,9 +679,11 @@ def run_batch(items: list[Item], out_dir: Path, batch_file: str, *, overwrite: b
               make_reporter: Callable[[Ranks, int], Reporter]) -> tuple[int, list[Outcome], Ranks]:
     """Run this process's share of the plan. Returns (exit code, outcomes of every rank, ranks).
 
-    Exit code: 0 all done, 1 some item failed, 2 the folder cannot be used (lock, foreign outputs), 130 interrupted.
+    Exit code: 0 all done, 1 some item failed, 130 interrupted. A folder that cannot be used (locked by another
+    batch, holding other renders) raises UserError on the rank that found it and Disagree on the others.
     """
-    ranks = init_ranks(items[0].spec.device)
+    devices = {item.spec.device for item in items}
+    ranks = init_ranks(next((d for d in sorted(devices) if d.startswith("cuda:")), items[0].spec.device))
     lock = FolderLock(out_dir, ranks.rank)
     manifest: Manifest | None = None
     outcomes: list[Outcome] = []
@@ -702,6 +727,9 @@ def run_batch(items: list[Item], out_dir: Path, batch_file: str, *, overwrite: b
             merge_shards(out_dir)
         everyone.sort(key=lambda o: o.index)
         return (1 if any(o.state == "failed" for o in everyone) else 0), everyone, ranks
+    except BaseException:
+        ranks.close()
+        raise
     finally:
         if manifest is not None:
             manifest.close()
