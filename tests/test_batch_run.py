@@ -333,3 +333,48 @@ def test_two_gloo_ranks_give_the_same_files_as_one_process(tiny_wan, tmp_path, c
     assert {line["state"] for line in lines} == {"done"}
     assert not list((tmp_path / "two").glob("manifest.rank*"))
     assert sorted(proc.stdout.split()) == sorted(f"two/{p.name}" for p in two)
+
+
+def test_dry_run_plans_without_rendering_and_a_second_batch_is_refused(tiny_wan, tmp_path, capsys):
+    from videogen.batch import FolderLock
+
+    (tmp_path / "p.txt").write_text("a red cat\na blue dog\n")
+    args = ["batch", tmp_path / "p.txt", "-o", tmp_path / "out", "--seeds", "3..4", "-q", *tiny_args(tiny_wan)]
+    plan = run_inprocess(capsys, *args, "--dry-run")
+    assert plan.code == 0 and not (tmp_path / "out").exists()
+    assert plan.out.count("todo") == 4 and "00003-a-blue-dog-s4.mp4" in plan.out
+    (tmp_path / "out").mkdir()
+    lock = FolderLock(tmp_path / "out", 0)
+    lock.acquire()  # another batch running on the same folder
+    try:
+        busy = run_inprocess(capsys, *args)
+    finally:
+        lock.release()
+    assert busy.code == 2 and "another videogen batch is writing" in busy.err and busy.err.count("\n") == 1
+    assert run_inprocess(capsys, *args).code == 0
+    assert run_inprocess(capsys, *args, "--dry-run").out.count("done") == 4
+
+
+def test_shard_merge_is_idempotent(tmp_path):
+    from videogen.batch import MANIFEST, Manifest, merge_shards, read_manifest
+
+    for rank in (0, 1):
+        m = Manifest(tmp_path / f"manifest.rank{rank}.jsonl", "run", rank)
+        for i in range(rank, 6, 2):
+            m.append({"index": i, "state": "done"})
+        m.close()
+    copies = {p.name: p.read_bytes() for p in tmp_path.glob("manifest.rank*")}
+    merge_shards(tmp_path)
+    assert not list(tmp_path.glob("manifest.rank*"))
+    # Killed after the merged file was written but before the shards were removed: merging again adds nothing.
+    for name, data in copies.items():
+        (tmp_path / name).write_bytes(data)
+    with open(tmp_path / MANIFEST, "a") as f:
+        f.write('{"id": "torn')  # a line cut short by a kill is skipped, and the next append starts afresh
+    merge_shards(tmp_path)
+    lines = read_manifest(tmp_path / MANIFEST)
+    assert sorted(line["index"] for line in lines) == list(range(6))
+    m = Manifest(tmp_path / MANIFEST, "next", 0)
+    m.append({"index": 9, "state": "done"})
+    m.close()
+    assert [line["index"] for line in read_manifest(tmp_path / MANIFEST)][-1] == 9
