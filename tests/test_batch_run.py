@@ -85,6 +85,7 @@ def test_batch_renders_resumes_and_repairs(tiny_wan, tmp_path, capsys):
         assert rec["seed"] == line["seed"] and rec["batch"]["key"] == line["key"] and rec["steps"] == 2
         assert line["timings"]["denoise"] > 0 and line["sha256"]
     assert len({record(v)["frames_sha256"] for v in videos}) == 6
+    assert len({line["timings"]["load"] for line in lines}) == 1  # one model load for the whole batch
     before = {p.name: p.stat().st_mtime_ns for p in videos}
 
     # Rerun: nothing is rendered again.
@@ -134,26 +135,34 @@ def test_from_reproduces_a_batch_item_bit_for_bit(tiny_wan, tmp_path, capsys):
 def test_a_failing_item_is_recorded_and_the_batch_goes_on(tiny_wan, tmp_path, capsys, monkeypatch):
     import torch
 
-    from videogen.engine import Engine
+    from videogen import engine
 
-    real_render = Engine.render
+    real_render, real_sample = engine.Engine.render, engine.sample
+    poisoned = {"on": False}
 
     def render(self, spec, progress=None):
         if "oom" in spec.prompt:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        poisoned["on"] = "nan" in spec.prompt
         return real_render(self, spec, progress)
 
-    monkeypatch.setattr(Engine, "render", render)
+    def sample(plan, callback=None):
+        out = real_sample(plan, callback)
+        return out * float("nan") if poisoned["on"] else out
+
+    monkeypatch.setattr(engine.Engine, "render", render)
+    monkeypatch.setattr(engine, "sample", sample)
     (tmp_path / "p.jsonl").write_text('{"prompt": "a red cat"}\n{"prompt": "a big dog", "height": 24}\n'
-                                      '{"prompt": "a cat oom"}\n{"prompt": "a blue dog"}\n')
+                                      '{"prompt": "a cat oom"}\n{"prompt": "a nan cat"}\n{"prompt": "a blue dog"}\n')
     res = run_inprocess(capsys, "batch", tmp_path / "p.jsonl", "-o", tmp_path / "out", *tiny_args(tiny_wan))
     assert res.code == 1
     states = {line["index"]: line for line in manifest(tmp_path / "out")}
-    assert [states[i]["state"] for i in range(4)] == ["done", "failed", "failed", "done"]
+    assert [states[i]["state"] for i in range(5)] == ["done", "failed", "failed", "failed", "done"]
     assert "--height 24 is not a multiple of 16" in states[1]["error"]
     assert states[2]["error"].startswith("out of memory")
-    assert "failed" in res.err and "Traceback" not in res.err
-    assert len(outputs(tmp_path / "out")) == 2
+    assert "NaN" in states[3]["error"]
+    assert "3 of 5 item(s) failed" in res.err and "Traceback" not in res.err
+    assert len(outputs(tmp_path / "out")) == 2 and temp_files(tmp_path / "out") == []
 
 
 def test_outputs_of_another_plan_are_not_replaced_silently(tiny_wan, tmp_path, capsys):
