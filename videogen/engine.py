@@ -190,12 +190,15 @@ class Engine:
         if progress:
             progress("encode", 1, 1)
         opts = self.options
+        # Sampling and decoding under inference mode: no autograd bookkeeping (about 5% faster on a CPU than
+        # no_grad). Prompt embeddings, which adapters cache across renders, stay ordinary tensors.
+        run, decode = torch.inference_mode()(sample), torch.inference_mode()(self.model.decode)
         reference = None
         if opts is not None and opts.needs_reference(spec):  # --cache-drift, or MagCache calibration
 
             def uncached() -> torch.Tensor:
                 with opts.uncached(spec):
-                    return self.model.decode(sample(self.model.plan(spec, cond, uncond)), spec)
+                    return decode(run(self.model.plan(spec, cond, uncond)), spec).clone()
 
             reference = stage("uncached_reference", uncached)
         plan = self.model.plan(spec, cond, uncond)
@@ -203,13 +206,13 @@ class Engine:
         if progress:
             progress("denoise", 0, total)
         with opts.cached(spec) if opts is not None else contextlib.nullcontext():
-            latents = stage("denoise", lambda: sample(plan, (lambda i, n, _x: progress("denoise", i + 1, n))
-                                                     if progress else None))
+            latents = stage("denoise", lambda: run(plan, (lambda i, n, _x: progress("denoise", i + 1, n))
+                                                  if progress else None))
         if not torch.isfinite(latents).all():
             raise RenderError("the sampler produced NaN or infinite values (try --dtype float32 or bfloat16)")
         if progress:
             progress("decode", 0, 1)
-        frames = stage("decode", lambda: self.model.decode(latents, spec))
+        frames = stage("decode", lambda: decode(latents, spec)).clone()  # an ordinary tensor for callers
         if progress:
             progress("decode", 1, 1)
         timings["per_step"] = round(timings["denoise"] / max(total, 1), 4)

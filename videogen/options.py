@@ -149,6 +149,14 @@ def _hook_classes() -> tuple[type, type]:
     return InputsTo, OneAtATime
 
 
+def _onload_first(method: Any, hook: Any, module: torch.nn.Module) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        args, kwargs = hook.pre_forward(module, *args, **kwargs)
+        return method(*args, **kwargs)
+
+    return call
+
+
 def _device_of(module: torch.nn.Module) -> torch.device:
     p = next(module.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -161,7 +169,7 @@ def offload(modules: dict[str, torch.nn.Module], mode: str, device: torch.device
     model: one whole module at a time (like `enable_model_cpu_offload`, without accelerate).
     sequential: leaf-level group offloading (one layer's weights at a time, as `enable_sequential_cpu_offload`).
     group: block-level group offloading of the transformer, one block per group, prefetched on a CUDA stream so the
-    next block's copy overlaps this block's compute; leaf level with the stream for the other modules.
+    next block's copy overlaps this block's compute; leaf level for the other modules.
     """
     from diffusers.hooks import HookRegistry, apply_group_offloading
 
@@ -171,17 +179,22 @@ def offload(modules: dict[str, torch.nn.Module], mode: str, device: torch.device
     if mode == "model":
         for module in ordered:
             module.to(home)
-            HookRegistry.check_if_exists_or_initialize(module).register_hook(
-                OneAtATime(ordered, device, home), "videogen_model_offload")
+            hook = OneAtATime(ordered, device, home)
+            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, "videogen_model_offload")
+            for entry in ("encode", "decode"):  # a VAE is used through these, not through forward
+                if callable(getattr(module, entry, None)):
+                    setattr(module, entry, _onload_first(getattr(module, entry), hook, module))
         return "model: one module on the GPU at a time"
     stream = device.type == "cuda"
     for name, module in modules.items():
         module.to(home)
         block = mode == "group" and name.startswith("transformer")
+        # CUDA-stream prefetching for the transformer's blocks only: a VAE's tiled decode calls its layers in
+        # another order than its first call, which breaks the recorded prefetch order (diffusers warns of it).
         apply_group_offloading(module, onload_device=device, offload_device=home,
                                offload_type="block_level" if block else "leaf_level",
-                               num_blocks_per_group=1 if block else None, use_stream=stream and mode == "group",
-                               record_stream=stream and mode == "group", non_blocking=stream)
+                               num_blocks_per_group=1 if block else None, use_stream=stream and block,
+                               record_stream=stream and block, non_blocking=stream)
         # Callers build inputs where they like (the CPU); the hooks only move weights.
         HookRegistry.check_if_exists_or_initialize(module).register_hook(InputsTo(device), "videogen_inputs")
     return f"{mode}: " + ("transformer blocks one at a time, prefetched on a CUDA stream" if mode == "group"
