@@ -44,6 +44,14 @@ def export(out, tokenizer, text_encoder, transformer, vae, mean, std, shift: flo
     assert idx["vae"] == ["diffusers", "AutoencoderKL"], idx
     assert idx["transformer"] == ["diffusers", "WanTransformer3DModel"], idx
     assert idx["text_encoder"] == ["transformers", "UMT5EncoderModel"], idx
+    # transformers 5 records the fast tokenizer as "TokenizersBackend"; the portable name (v4 and v5) is
+    # PreTrainedTokenizerFast
+    idx["tokenizer"] = ["transformers", "PreTrainedTokenizerFast"]
+    (tmp / "model_index.json").write_text(json.dumps(idx, indent=2, sort_keys=True) + "\n")
+    tc = tmp / "tokenizer" / "tokenizer_config.json"
+    tcfg = json.loads(tc.read_text())
+    tcfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tc.write_text(json.dumps(tcfg, indent=2) + "\n")
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

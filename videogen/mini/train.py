@@ -141,15 +141,16 @@ def main(argv=None):
     p.add_argument("--work", default="runs/mini")
     p.add_argument("--out", default="videogen/mini/model")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ckpt-every", type=float, default=180.0)
     p.add_argument("--latent-channels", type=int, default=4)
-    p.add_argument("--vae-steps", type=int, default=1500)
+    p.add_argument("--vae-steps", type=int, default=650)
     p.add_argument("--vae-batch", type=int, default=64)
     p.add_argument("--vae-lr", type=float, default=2e-3)
     p.add_argument("--vae-kl", type=float, default=1e-6)
-    p.add_argument("--pool", type=int, default=16000)
-    p.add_argument("--steps", type=int, default=9000)
+    p.add_argument("--pool", type=int, default=4000)
+    p.add_argument("--grow-every", type=int, default=25, help="encode 32 fresh clips into the pool every N steps")
+    p.add_argument("--steps", type=int, default=8000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=300)
@@ -158,6 +159,7 @@ def main(argv=None):
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--head-dim", type=int, default=32)
     p.add_argument("--ffn", type=int, default=256)
+    p.add_argument("--patch", type=int, default=4, help="spatial patch size of the transformer")
     p.add_argument("--text-dim", type=int, default=64)
     p.add_argument("--shift", type=float, default=3.0)
     p.add_argument("--cfg-drop", type=float, default=0.1)
@@ -190,7 +192,7 @@ def train_transformer(args, work: Path, vae, pool):
     tok = M.build_tokenizer()
     te = M.build_text_encoder(len(tok), args.text_dim)
     tr = M.build_transformer(args.latent_channels, args.text_dim, layers=args.layers, heads=args.heads,
-                             head_dim=args.head_dim, ffn=args.ffn)
+                             head_dim=args.head_dim, ffn=args.ffn, patch=(1, args.patch, args.patch))
     params = list(tr.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema_tr, ema_te = copy.deepcopy(tr).eval(), copy.deepcopy(te).eval()
@@ -200,6 +202,9 @@ def train_transformer(args, work: Path, vae, pool):
     rng = np.random.default_rng(args.seed + 4)
     ck = work / "tr_ckpt.pt"
     train_s = 0.0
+    grow_rng = np.random.default_rng(args.seed + 5)
+    extra_lat, extra_caps = [], []
+    train_combos = data.split_combos()[0]
     if ck.exists():
         s = torch.load(ck, weights_only=False)
         tr.load_state_dict(s["tr"])
@@ -211,13 +216,15 @@ def train_transformer(args, work: Path, vae, pool):
         rng.bit_generator.state = s["rng"]
         torch.set_rng_state(s["torch_rng"])
         train_s = s.get("train_s", 0.0)
+        grow_rng.bit_generator.state = s["grow_rng"]
+        extra_lat, extra_caps = s["extra_lat"], s["extra_caps"]
         log(work, f"transformer: resumed at step {step}")
     n_tr = sum(q.numel() for q in tr.parameters())
     n_te = sum(q.numel() for q in te.parameters())
     log(work, f"transformer params {n_tr / 1e6:.2f}M, text encoder {n_te / 1e6:.3f}M")
 
-    lat_all = pool["latents"]
-    caps_all = pool["captions"]
+    lat_all = torch.cat([pool["latents"]] + extra_lat)
+    caps_all = pool["captions"] + extra_caps
     mean, std = pool["mean"], pool["std"]
     ema_params = list(ema_tr.parameters()) + list(ema_te.parameters())
     live_params = list(tr.parameters()) + list(te.parameters())
@@ -225,7 +232,8 @@ def train_transformer(args, work: Path, vae, pool):
     def save():
         atomic_save({"tr": tr.state_dict(), "te": te.state_dict(), "ema_tr": ema_tr.state_dict(),
                      "ema_te": ema_te.state_dict(), "opt": opt.state_dict(), "step": step,
-                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "train_s": train_s}, ck)
+                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "train_s": train_s,
+                     "grow_rng": grow_rng.bit_generator.state, "extra_lat": extra_lat, "extra_caps": extra_caps}, ck)
 
     def do_export():
         export(args.out, tok, ema_te, ema_tr, vae, mean, std, args.shift)
@@ -242,6 +250,13 @@ def train_transformer(args, work: Path, vae, pool):
     losses = []
     t_seg = time.time()
     while step < args.steps:
+        if args.grow_every and step % args.grow_every == 0:
+            b = data.sample_batch(32, grow_rng, train_combos)
+            new = M.encode_video(vae, b.video).half()
+            extra_lat.append(new)
+            extra_caps += b.captions
+            lat_all = torch.cat([lat_all, new])
+            caps_all = caps_all + b.captions
         lr = args.lr * min(1.0, (step + 1) / args.warmup)
         lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.steps)))
         for g in opt.param_groups:
@@ -282,7 +297,10 @@ def train_transformer(args, work: Path, vae, pool):
             do_export()
         if step % args.eval_every == 0 or finished or timed_out:
             t1 = time.time()
-            res = quick_eval(tok, ema_te, ema_tr, vae, mean, std, args.shift, n=48, steps=16, guidance=5.0)
+            try:
+                res = quick_eval(tok, ema_te, ema_tr, vae, mean, std, args.shift, n=48, steps=16, guidance=5.0)
+            except Exception as e:  # never let a broken eval kill a long run
+                res = f"eval failed: {e!r}"
             log(work, f"eval step {step}: {res} ({time.time() - t1:.0f}s)")
             t_seg += time.time() - t1
         if timed_out:
