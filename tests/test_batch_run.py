@@ -231,7 +231,7 @@ def test_batch_sigint_records_the_item_and_resumes(tiny_wan, tmp_path, capsys, m
     while not manifest(out):  # the first item is done ...
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.005)
-    time.sleep(0.15)  # ... and the second one is rendering (120 steps take about a second)
+    time.sleep(manifest(out)[0]["timings"]["denoise"] * 0.3)  # ... and the second one is rendering
     proc.send_signal(signal.SIGINT)
     _stdout, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
