@@ -301,7 +301,7 @@ class Bench:
         for cache in ("fbc", "mag", "taylorseer", "pab"):
             # One loaded model, the step cache swapped: what Engine.load(--cache X) would set up, minus a reload.
             engine.options = options.Options(transformers=base.transformers, cache=cache, threshold=None,
-                                              dtype=base.dtype, primary=base.primary)
+                                              dtype=base.dtype)
             cspec = spec.replace(cache=cache)
             result = engine.render(cspec)
             engine.options._disable()

@@ -10,7 +10,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from tiny import tiny_umt5, word_tokenizer  # noqa: E402
+from tiny import save_tiny_wan, tiny_umt5, word_tokenizer  # noqa: E402
 
 BUILTIN = ROOT / "videogen" / "mini" / "model"
 
@@ -41,3 +41,8 @@ def save_small_wan(folder: Path) -> Path:
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def save_tiny(folder: Path) -> Path:
+    """The test suite's tiny random Wan (tests/tiny.py), with a 32-token tokenizer."""
+    return folder if (folder / "model_index.json").is_file() else save_tiny_wan(folder)

@@ -97,21 +97,23 @@ def render(model: Path, settings: dict[str, Any], repeats: int, threads: int, en
     return {"timing": timing, "rss_mib": rss, "settings": s}
 
 
-def batch(model: Path, settings: dict[str, Any], prompts: list[str], cli_loop: bool, env: dict[str, str]) -> dict:
-    """Videos per minute of whole processes, each writing one MP4 per prompt."""
+def batch(model: Path, settings: dict[str, Any], prompts: list[str], cli_loop: bool, repeats: int,
+          env: dict[str, str]) -> dict:
+    """Videos per minute of whole processes, each writing one MP4 per prompt. The one-process sides alternate
+    `repeats` times (median); the shell loop of diffusers-cli, by far the slowest, runs once."""
     s = dict(settings, max_sequence_length=max_tokens(model))
-    out: dict[str, float] = {}
+    runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="videogen-bench-") as tmp:
         work = Path(tmp)
         (work / "prompts.txt").write_text("\n".join(prompts) + "\n")
-        if (BIN / "videogen").exists() and "batch" in subprocess.run(
-                [str(BIN / "videogen"), "--help"], capture_output=True, text=True, env=env).stdout:
-            out["`videogen batch` (one process)"] = wall([
+        if "batch" in subprocess.run([str(BIN / "videogen"), "--help"], capture_output=True, text=True,
+                                     env=env).stdout:
+            runs["`videogen batch` (one process)"] = lambda i: wall([
                 str(BIN / "videogen"), "batch", "prompts.txt", "-m", str(model), "--frames", str(s["frames"]),
                 "--height", str(s["height"]), "--width", str(s["width"]), "--steps", str(s["steps"]),
                 "--guidance", str(s["guidance"]), "--seed", str(s["seed"]), "-n", s["negative_prompt"],
                 "--max-sequence-length", str(s["max_sequence_length"]), "--device", "cpu", "--dtype", "float32",
-                "-o", "videogen-out", "-q"], env, cwd=work)
+                "-o", f"videogen-out-{i}", "-q"], env, cwd=work)
         else:
             print("bench: `videogen batch` is not available in this build; skipped", file=sys.stderr)
         loop = f"""
@@ -124,9 +126,14 @@ s = json.loads({json.dumps(json.dumps(s))})
 pipe = WanPipeline.from_pretrained({str(model)!r}, torch_dtype=torch.float32).to("cpu")
 pipe.set_progress_bar_config(disable=True)
 for i, line in enumerate(open("prompts.txt").read().splitlines()):
-    export_to_video(list(pipeline_call(pipe, dict(s, prompt=line))), f"loop-{{i}}.mp4", fps=16)
+    export_to_video(list(pipeline_call(pipe, dict(s, prompt=line))), f"loop-{{sys.argv[1]}}-{{i}}.mp4", fps=16)
 """
-        out["Python loop over one loaded `WanPipeline`"] = wall([sys.executable, "-c", loop], env, cwd=work)
+        runs["Python loop over one loaded `WanPipeline`"] = lambda i: wall(
+            [sys.executable, "-c", loop, str(i)], env, cwd=work)
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for i in range(repeats):
+            for k, fn in runs.items():
+                times[k].append(fn(i))
         if cli_loop:
             kwargs = {"negative_prompt": s["negative_prompt"], "num_frames": s["frames"], "height": s["height"],
                       "width": s["width"], "num_inference_steps": s["steps"], "guidance_scale": s["guidance"],
@@ -136,8 +143,10 @@ for i, line in enumerate(open("prompts.txt").read().splitlines()):
             script = (f'for i in $(seq 0 {len(prompts) - 1}); do "{BIN / "diffusers-cli"}" run -m "{model}" '
                       f'--dtype fp32 --device-map cpu --seed {s["seed"]} --pipeline-kwargs "$(cat kw-$i.json)" '
                       f'-o "cli-$i.mp4" >/dev/null 2>&1 || exit 1; done')
-            out["shell loop of `diffusers-cli run` per prompt"] = wall(["bash", "-c", script], env, cwd=work)
-    return {k: len(prompts) / v * 60 for k, v in out.items()} | {"_seconds": out}
+            times["shell loop of `diffusers-cli run` per prompt"] = [wall(["bash", "-c", script], env, cwd=work)]
+    out = {k: statistics.median(v) for k, v in times.items()}
+    return {k: len(prompts) / v * 60 for k, v in out.items()} | {"_seconds": out, "_repeats": repeats,
+                                                                  "_settings": s}
 
 
 def fmt(x: float, digits: int = 3) -> str:
@@ -177,14 +186,18 @@ def report(args: argparse.Namespace, info: str, start: dict, renders: dict, batc
     for name, b in batches.items():
         secs = b["_seconds"]
         ref = b.get("shell loop of `diffusers-cli run` per prompt")
-        lines += [f"### Batch of {args.prompts} prompts: {name} (whole processes, one MP4 per prompt)", "",
+        bs = b["_settings"]
+        lines += [f"### Batch of {args.prompts} prompts: {name} ({bs['frames']} frames, {bs['width']}x{bs['height']}, "
+                  f"{bs['steps']} steps; whole processes, one MP4 per prompt; medians of {b['_repeats']} alternating "
+                  "runs, the diffusers-cli loop once)", "",
                   "| | seconds | videos / minute | throughput vs `diffusers-cli` loop |", "|---|---|---|---|"]
         for k, v in secs.items():
-            rel = f"{b[k] / ref:.1f}x" if ref else "n/a"
+            rel = f"{b[k] / ref:.1f}x" if ref else "n/a (diffusers-cli cannot run this model)"
             lines.append(f"| {k} | {v:.1f} | {b[k]:.1f} | {rel} |")
         lines.append("")
-    lines += ["### Start-up (medians)", "", "| | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.2f} |" for k, v in start.items()]
+    if start:
+        lines += ["### Start-up (medians of 5)", "", "| | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in start.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -196,13 +209,15 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--no-cli-loop", dest="cli_loop", action="store_false",
                     help="skip the (slow) shell loop of diffusers-cli runs")
+    ap.add_argument("--batch-repeats", type=int, default=2)
+    ap.add_argument("--model", help="only the models whose name contains this (tiny, small, built-in)")
     ap.add_argument("--no-compile", dest="compile", action="store_false",
                     help="skip the videogen --compile row (inductor compiles for about a minute on 2 cores)")
     ap.add_argument("--only", choices=["startup", "render", "batch"], action="append")
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args()
     only = set(args.only or ["startup", "render", "batch"])
-    from models import builtin_model, save_small_wan
+    from models import builtin_model, save_small_wan, save_tiny
 
     env = child_env(args.threads)
     info = machine(args.threads)
@@ -212,9 +227,15 @@ def main() -> None:
              "treat differences under about 10% as noise."]
     cache = Path(os.environ.get("VIDEOGEN_BENCH_CACHE", Path(tempfile.gettempdir()) / "videogen-bench"))
     small = save_small_wan(cache / "small-wan")
-    models = {"small random Wan 2.1 (4 blocks, width 128)": (small, SMALL_PROMPTS, dict(
-        prompt=SMALL_PROMPTS[0], negative_prompt="gray", frames=17, height=128, width=128, steps=20, guidance=5.0,
-        seed=1))}
+    tiny = save_tiny(cache / "tiny-wan")
+    models = {
+        "tiny random Wan 2.1 (tests/tiny.py)": (tiny, SMALL_PROMPTS, dict(
+            prompt=SMALL_PROMPTS[0], negative_prompt="gray", frames=17, height=32, width=32, steps=16,
+            guidance=5.0, seed=1)),
+        "small random Wan 2.1 (4 blocks, width 128)": (small, SMALL_PROMPTS, dict(
+            prompt=SMALL_PROMPTS[0], negative_prompt="gray", frames=17, height=128, width=128, steps=20,
+            guidance=5.0, seed=1)),
+    }
     builtin = builtin_model()
     if builtin is not None:
         models["built-in model (`builtin:mini`)"] = (builtin, BUILTIN_PROMPTS, dict(
@@ -226,12 +247,16 @@ def main() -> None:
     start = startup(5, env) if "startup" in only else {}
     renders, batches = {}, {}
     for name, (path, prompts, settings) in models.items():
+        if args.model and args.model not in name:
+            continue
         if "render" in only:
             print(f"bench: render side by side, {name}", file=sys.stderr)
             renders[name] = render(path, settings, args.repeats, args.threads, env, args.compile)
-        if "batch" in only and path == small:  # diffusers-cli cannot decode the built-in model's image VAE
+        if "batch" in only:
             print(f"bench: batch of {args.prompts}, {name}", file=sys.stderr)
-            batches[name] = batch(path, settings, (prompts * 4)[:args.prompts], args.cli_loop, env)
+            # diffusers-cli cannot decode the built-in model's image VAE (WanPipeline decodes 5-D latents)
+            cli_loop = args.cli_loop and path != builtin
+            batches[name] = batch(path, settings, (prompts * 4)[:args.prompts], cli_loop, args.batch_repeats, env)
     text = report(args, info, start, renders, batches, notes)
     sys.stdout.write(text)
     with args.out.open("a", encoding="utf-8") as f:

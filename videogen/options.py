@@ -80,7 +80,6 @@ def apply(model: Family, spec: RenderSpec, device: torch.device) -> Options:
     """Configure a freshly loaded model for `spec`'s engine options; returns what renders need from them."""
     check(spec, device)
     modules = model.modules()
-    transformer = modules.get("transformer")
     applied: dict[str, Any] = {}
     if spec.quantize == "fp8":
         quantize_fp8(modules, model.dtype)
@@ -101,8 +100,7 @@ def apply(model: Family, spec: RenderSpec, device: torch.device) -> Options:
     if spec.compile:
         applied["compile"] = compile_blocks(modules)
     return Options(transformers=[m for k, m in modules.items() if k.startswith("transformer")],
-                   cache=spec.cache, threshold=spec.cache_threshold, dtype=model.dtype, applied=applied,
-                   primary=transformer)
+                   cache=spec.cache, threshold=spec.cache_threshold, dtype=model.dtype, applied=applied)
 
 
 # --- placement -----------------------------------------------------------------------------------------------
@@ -299,7 +297,6 @@ class Options:
     threshold: float | None
     dtype: torch.dtype
     applied: dict[str, Any] = field(default_factory=dict)
-    primary: torch.nn.Module | None = None
     _timestep: list[float] = field(default_factory=lambda: [1000.0])
     _enabled_for: int | None = None  # steps the cache hooks were configured for
     _mag_ratios: dict[int, list[float]] = field(default_factory=dict)
