@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 
 from videogen.errors import UserError
+from videogen.loading import components, load_component
 from videogen.sampling import Conditioning, Plan
 from videogen.spec import RenderSpec
 
@@ -75,6 +76,12 @@ class Family(ABC):
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         self.path, self.index, self.device, self.dtype = path, index, device, dtype
+        self.components = components(index)
+
+    def load(self, name: str, dtype: torch.dtype | None = None) -> Any:
+        """One component of the model folder, with its library's loader; torch modules come in eval mode."""
+        part = load_component(self.path, name, *self.components[name], dtype=dtype)
+        return part.eval() if isinstance(part, torch.nn.Module) else part
 
     @classmethod
     @abstractmethod
@@ -93,6 +100,7 @@ class Family(ABC):
     @classmethod
     def check_spec(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> None:
         """Refuse, before any weight is read, what this model cannot do (told from its configs alone)."""
+        return None  # most models take whatever their geometry allows
 
     @abstractmethod
     def encode(self, spec: RenderSpec) -> tuple[Conditioning, Conditioning | None]:

@@ -18,7 +18,6 @@ import torch
 from videogen import vae as vae_ops
 from videogen.errors import UserError
 from videogen.families.base import Defaults, Family, Geometry, initial_noise, read_config
-from videogen.loading import components, load_component
 from videogen.sampling import Conditioning, Plan, StepInfo
 from videogen.schedulers import describe, make_scheduler
 from videogen.spec import RenderSpec
@@ -53,15 +52,14 @@ class Hunyuan(Family):
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         super().__init__(path, index, device, dtype)
-        comps = components(index)
-        self.tokenizer = load_component(path, "tokenizer", *comps["tokenizer"])
-        self.text_encoder = load_component(path, "text_encoder", *comps["text_encoder"], dtype=dtype).eval()
-        self.tokenizer_2 = load_component(path, "tokenizer_2", *comps["tokenizer_2"])
-        self.text_encoder_2 = load_component(path, "text_encoder_2", *comps["text_encoder_2"], dtype=dtype).eval()
-        self.transformer = load_component(path, "transformer", *comps["transformer"], dtype=dtype).eval()
+        self.tokenizer = self.load("tokenizer")
+        self.text_encoder = self.load("text_encoder", dtype)
+        self.tokenizer_2 = self.load("tokenizer_2")
+        self.text_encoder_2 = self.load("text_encoder_2", dtype)
+        self.transformer = self.load("transformer", dtype)
         # The VAE stays in float32 (like Wan's): it is small next to the transformer and decodes more cleanly.
-        self.vae = load_component(path, "vae", *comps["vae"], dtype=torch.float32).eval()
-        self.scheduler = load_component(path, "scheduler", *comps["scheduler"])
+        self.vae = self.load("vae", torch.float32)
+        self.scheduler = self.load("scheduler")
         self.temporal = int(self.vae.config.temporal_compression_ratio)
         self.spatial = int(self.vae.config.spatial_compression_ratio)
 

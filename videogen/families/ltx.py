@@ -14,7 +14,6 @@ from videogen import vae as vae_ops
 from videogen.errors import UserError
 from videogen.families.base import Defaults, Family, Geometry, read_config
 from videogen.images import load_fitted, to_tensor
-from videogen.loading import components, load_component
 from videogen.sampling import Conditioning, Plan, StepInfo
 from videogen.schedulers import describe, make_scheduler
 from videogen.spec import RenderSpec
@@ -70,13 +69,12 @@ class LTX(Family):
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         super().__init__(path, index, device, dtype)
-        comps = components(index)
-        self.tokenizer = load_component(path, "tokenizer", *comps["tokenizer"])
-        self.text_encoder = load_component(path, "text_encoder", *comps["text_encoder"], dtype=dtype).eval()
-        self.transformer = load_component(path, "transformer", *comps["transformer"], dtype=dtype).eval()
+        self.tokenizer = self.load("tokenizer")
+        self.text_encoder = self.load("text_encoder", dtype)
+        self.transformer = self.load("transformer", dtype)
         # The VAE runs in the model's dtype, as in the LTX pipelines (official settings are bfloat16 throughout).
-        self.vae = load_component(path, "vae", *comps["vae"], dtype=dtype).eval()
-        self.scheduler = load_component(path, "scheduler", *comps["scheduler"])
+        self.vae = self.load("vae", dtype)
+        self.scheduler = self.load("scheduler")
         self.temporal, self.spatial = vae_compression(dict(self.vae.config))
         self.patch, self.patch_t = self.transformer.config.patch_size, self.transformer.config.patch_size_t
         self._negative_cache: dict[tuple[str, int], dict[str, torch.Tensor]] = {}

@@ -11,7 +11,6 @@ import torch
 from videogen import vae as vae_ops
 from videogen.errors import UserError
 from videogen.families.base import Defaults, Family, Geometry, initial_noise, read_config
-from videogen.loading import components, load_component
 from videogen.sampling import Conditioning, Plan, StepInfo
 from videogen.schedulers import describe, make_scheduler
 from videogen.spec import RenderSpec
@@ -43,12 +42,11 @@ class Mochi(Family):
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         super().__init__(path, index, device, dtype)
-        comps = components(index)
-        self.tokenizer = load_component(path, "tokenizer", *comps["tokenizer"])
-        self.text_encoder = load_component(path, "text_encoder", *comps["text_encoder"], dtype=dtype).eval()
-        self.transformer = load_component(path, "transformer", *comps["transformer"], dtype=dtype).eval()
-        self.vae = load_component(path, "vae", *comps["vae"], dtype=torch.float32).eval()
-        self.scheduler = load_component(path, "scheduler", *comps["scheduler"])
+        self.tokenizer = self.load("tokenizer")
+        self.text_encoder = self.load("text_encoder", dtype)
+        self.transformer = self.load("transformer", dtype)
+        self.vae = self.load("vae", torch.float32)
+        self.scheduler = self.load("scheduler")
         # Genmo's own code encodes an empty negative prompt as all-zero ids and mask.
         self.zero_empty = bool(index.get("force_zeros_for_empty_prompt", False))
         self.temporal, self.spatial = self.compression(dict(self.vae.config))

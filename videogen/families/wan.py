@@ -16,7 +16,7 @@ from videogen import images
 from videogen import vae as vae_ops
 from videogen.errors import UserError
 from videogen.families.base import Defaults, Family, Geometry, initial_noise, read_config
-from videogen.loading import components, load_component
+from videogen.loading import components
 from videogen.sampling import Conditioning, Plan, StepInfo
 from videogen.schedulers import describe, make_scheduler
 from videogen.spec import RenderSpec
@@ -42,19 +42,19 @@ class Wan(Family):
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         super().__init__(path, index, device, dtype)
-        comps = components(index)
-        self.tokenizer = load_component(path, "tokenizer", *comps["tokenizer"])
-        self.text_encoder = load_component(path, "text_encoder", *comps["text_encoder"], dtype=dtype).eval()
-        self.transformer = load_component(path, "transformer", *comps["transformer"], dtype=dtype).eval()
+        comps = self.components
+        self.tokenizer = self.load("tokenizer")
+        self.text_encoder = self.load("text_encoder", dtype)
+        self.transformer = self.load("transformer", dtype)
         # Wan 2.2 A14B: the low-noise expert, used below boundary_ratio * num_train_timesteps.
-        self.transformer_2 = (load_component(path, "transformer_2", *comps["transformer_2"], dtype=dtype).eval()
+        self.transformer_2 = (self.load("transformer_2", dtype)
                               if "transformer_2" in comps else None)
         self.boundary_ratio: float | None = index.get("boundary_ratio") if self.transformer_2 is not None else None
         # Wan 2.2 TI2V-5B: one timestep per token, so a clean first frame can sit at timestep 0.
         self.expand_timesteps = bool(index.get("expand_timesteps"))
         # The VAE stays in float32: it is small, and Wan's decoder loses detail in half precision.
-        self.vae = load_component(path, "vae", *comps["vae"], dtype=torch.float32).eval()
-        self.scheduler = load_component(path, "scheduler", *comps["scheduler"])
+        self.vae = self.load("vae", torch.float32)
+        self.scheduler = self.load("scheduler")
         self.vae_geo = vae_ops.vae_geometry(dict(self.vae.config))
         self._negative_cache: dict[tuple[str, int], torch.Tensor] = {}
 

@@ -16,7 +16,6 @@ from videogen import images
 from videogen.errors import UserError
 from videogen.families.base import Defaults, read_config
 from videogen.families.wan import Wan
-from videogen.loading import components, load_component
 from videogen.spec import RenderSpec
 
 
@@ -28,17 +27,16 @@ class WanI2V(Wan):
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         super().__init__(path, index, device, dtype)
-        comps = components(index)
+        comps = self.components
         self.image_encoder = self.image_processor = None
         # Only Wan 2.1's transformers read CLIP features (`image_dim`); Wan 2.2 ships no image encoder.
         if self.transformer.config.image_dim is not None:
             if "image_encoder" not in comps or "image_processor" not in comps:
                 raise UserError(f"{path}: the transformer takes CLIP image features but the model has no "
                                 "image_encoder/image_processor")
-            self.image_processor = load_component(path, "image_processor", *comps["image_processor"])
+            self.image_processor = self.load("image_processor")
             # float32 as in diffusers' own examples: it runs once per render, and its features steer every step.
-            self.image_encoder = load_component(path, "image_encoder", *comps["image_encoder"],
-                                                dtype=torch.float32).eval()
+            self.image_encoder = self.load("image_encoder", torch.float32)
 
     @classmethod
     def task_of(cls, index: dict[str, Any]) -> str:
