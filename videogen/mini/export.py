@@ -71,3 +71,27 @@ def load(path=MODEL_DIR):
     mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32)
     std = torch.tensor(vae.config.latents_std, dtype=torch.float32)
     return tok, te, tr, vae, sched, mean, std
+
+
+def swap_decoder(model_dir, polished_ckpt) -> None:
+    """Replace the VAE decoder of an exported folder with a polished one (encoder and stats unchanged)."""
+    from diffusers import AutoencoderKL
+
+    model_dir = Path(model_dir)
+    vae = AutoencoderKL.from_pretrained(model_dir / "vae")
+    state = torch.load(polished_ckpt)["vae"]
+    new = {k: v for k, v in state.items() if k.startswith(("decoder.", "post_quant_conv."))}
+    old = vae.state_dict()
+    for k, v in old.items():
+        if not k.startswith(("decoder.", "post_quant_conv.")):
+            assert torch.equal(v, state[k]), f"encoder weight {k} differs"
+    vae.load_state_dict({**old, **new})
+    cfg = json.loads((model_dir / "vae" / "config.json").read_text())
+    tmp = model_dir / "vae.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    vae.save_pretrained(tmp, safe_serialization=True)
+    # keep the config exactly as exported (save_pretrained drops the informational keys)
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(model_dir / "vae")
+    tmp.rename(model_dir / "vae")

@@ -112,6 +112,68 @@ def train_vae(args, work: Path):
     return vae.eval()
 
 
+def polish_decoder(args, work: Path):
+    """Fine-tune only the VAE decoder (post_quant_conv + decoder) on posterior modes of the frozen encoder.
+
+    The latent space (encoder, quant_conv, latent statistics) is unchanged, so this can run after or
+    alongside transformer training.  Writes vae_polished.pt, which export prefers over vae_final.pt.
+    """
+    out = work / "vae_polished.pt"
+    if out.exists():
+        return
+    vae = M.build_vae(args.latent_channels)
+    vae.load_state_dict(torch.load(work / "vae_final.pt")["vae"])
+    params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+    for q in vae.parameters():
+        q.requires_grad_(False)
+    for q in params:
+        q.requires_grad_(True)
+    torch.manual_seed(args.seed + 6)
+    opt = torch.optim.AdamW(params, lr=args.polish_lr, weight_decay=0.0)
+    rng = np.random.default_rng(args.seed + 7)
+    step = 0
+    ck = work / "polish_ckpt.pt"
+    if ck.exists():
+        s = torch.load(ck, weights_only=False)
+        vae.load_state_dict(s["vae"])
+        opt.load_state_dict(s["opt"])
+        step = s["step"]
+        rng.bit_generator.state = s["rng"]
+        log(work, f"polish: resumed at step {step}")
+    train_combos = data.split_combos()[0]
+    last_ck = time.time()
+    t0 = time.time()
+    vae.eval()  # no dropout / batch statistics in this VAE; eval keeps the encoder deterministic
+    vae.decoder.train()
+    while step < args.polish_steps:
+        lr = args.polish_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.polish_steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        b = data.sample_batch(args.vae_batch, rng, train_combos)
+        fi = rng.integers(0, data.FRAMES, args.vae_batch)
+        x = M.video_to_tensor(b.video[np.arange(args.vae_batch), fi][:, None])
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        err = vae.decode(z).sample - x
+        loss = err.pow(2).mean() + 0.5 * err.abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 100 == 0:
+            log(work, f"polish step {step} loss {loss.item():.5f} lr {lr:.2e} ({time.time() - t0:.0f}s)")
+        if step % 500 == 0:
+            log(work, f"polish step {step} PSNR {vae_eval(vae):.2f} dB")
+        if time.time() - last_ck > args.ckpt_every or step == args.polish_steps:
+            atomic_save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                         "rng": rng.bit_generator.state}, ck)
+            last_ck = time.time()
+    psnr = vae_eval(vae, n_clips=128, seed=12345)
+    log(work, f"polish done: {step} steps, fresh-clip PSNR {psnr:.2f} dB")
+    atomic_save({"vae": vae.state_dict(), "psnr": psnr}, out)
+
+
 # ----------------------------------------------------------------------------- latents
 def encode_pool(args, work: Path, vae):
     path = work / "latents.pt"
@@ -167,12 +229,19 @@ def main(argv=None):
     p.add_argument("--export-every", type=int, default=1000)
     p.add_argument("--stop-at", default=None, help="UTC HH:MM: stop (checkpoint + export) at this wall time")
     p.add_argument("--vae-only", action="store_true")
+    p.add_argument("--polish-decoder", action="store_true", help="only run the decoder fine-tuning stage")
+    p.add_argument("--polish-steps", type=int, default=1500)
+    p.add_argument("--polish-lr", type=float, default=5e-4)
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.polish_decoder:
+        (work / "args_polish.json").write_text(json.dumps(vars(args), indent=1))
+        polish_decoder(args, work)
+        return
     (work / "args.json").write_text(json.dumps(vars(args), indent=1))
 
     vae = train_vae(args, work)
