@@ -157,8 +157,9 @@ def report(args: argparse.Namespace, info: str, start: dict, renders: dict, batc
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"## CPU benchmark, {now}", "", f"Machine: {info}.", "",
              f"Command: `python bench/run.py --repeats {args.repeats} --threads {args.threads} "
-             f"--prompts {args.prompts}{'' if args.cli_loop else ' --no-cli-loop'}"
-             f"{'' if args.compile else ' --no-compile'}` (`make bench`). "
+             f"--prompts {args.prompts} --batch-repeats {args.batch_repeats}{'' if args.cli_loop else ' --no-cli-loop'}"
+             f"{'' if args.compile else ' --no-compile'}{f' --model {args.model}' if args.model else ''}"
+             f"{''.join(f' --only {o}' for o in args.only or [])}` (`make bench` runs it with no options). "
              "Medians of the repeats; ratio = videogen / reference (below 1: videogen is faster or smaller).", ""]
     lines += [*notes, ""] if notes else []
     for name, r in renders.items():

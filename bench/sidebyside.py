@@ -20,7 +20,8 @@ def pipeline_call(pipe: Any, s: dict[str, Any], on_step: Any = None) -> Any:
     latents, so there the pipeline stops at latents and each frame is decoded the way diffusers' image
     pipelines do (latent stats, vae.decode, to [0, 1])."""
     per_frame = type(pipe.vae).__name__ == "AutoencoderKL"
-    out = pipe(prompt=s["prompt"], negative_prompt=s["negative_prompt"], num_frames=s["frames"],
+    # With a temporal factor of 1, WanPipeline turns N frames into N // 1 * 1 + 1: ask for one less to get N.
+    out = pipe(prompt=s["prompt"], negative_prompt=s["negative_prompt"], num_frames=s["frames"] - per_frame,
                height=s["height"], width=s["width"], num_inference_steps=s["steps"], guidance_scale=s["guidance"],
                max_sequence_length=s["max_sequence_length"], generator=torch.Generator("cpu").manual_seed(s["seed"]),
                output_type="latent" if per_frame else "np", callback_on_step_end=on_step).frames

@@ -128,3 +128,16 @@ def test_refused_options_are_one_line_exit_2(tiny_wan, tmp_path, capsys, flags, 
     assert run.code == 2, run.err
     assert words in run.err and len(run.err.strip().splitlines()) == 1, run.err
     assert not out.exists()
+
+
+def test_negative_prompt_is_encoded_once_per_engine(tiny_wan):
+    """Work that does not change between renders is done once: the negative prompt's embedding is reused."""
+    spec = base_spec(tiny_wan, steps=1, negative_prompt="gray")
+    engine = Engine.load(spec)
+    calls = []
+    engine.model.text_encoder.register_forward_hook(lambda _m, args, _out: calls.append(args))
+    engine.render(spec)
+    engine.render(spec.replace(prompt="a blue dog moving left", seed=4))
+    assert len(calls) == 3  # prompt, negative prompt, second prompt
+    engine.render(spec.replace(negative_prompt="black"))
+    assert len(calls) == 5  # a new negative prompt is encoded again
