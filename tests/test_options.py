@@ -33,8 +33,12 @@ def reference(tiny_wan) -> torch.Tensor:
 @pytest.mark.parametrize("changes", [{"batch_cfg": True}, {"attention": "sdpa"}, {"attention": "_native_math"}],
                          ids=["batch-cfg", "sdpa", "math-attention"])
 def test_options_that_keep_the_frames(tiny_wan, reference, changes):
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    before = _AttentionBackendRegistry._active_backend
     spec = base_spec(tiny_wan, **changes)
     result = Engine.load(spec).render(spec)
+    assert _AttentionBackendRegistry._active_backend == before  # other engines in the process keep their default
     assert (result.frames_float - reference).abs().max() <= TOL
     assert result.record["spec"] | changes == result.record["spec"]
 
