@@ -96,10 +96,13 @@ def main(argv=None):
     seeds = list(range(len(prompts)))
 
     if args.sweep:
-        for st, g in [(8, 5.0), (12, 5.0), (16, 5.0), (16, 3.0), (16, 7.0), (24, 5.0)]:
+        euler = M.build_scheduler(sched.config.flow_shift, "euler")
+        for st, g, kind in [(16, 5.0, "unipc"), (10, 5.0, "unipc"), (16, 3.0, "unipc"), (16, 8.0, "unipc"),
+                            (16, 5.0, "euler"), (24, 5.0, "unipc")]:
             t = time.time()
-            ok = score(generate(tok, te, tr, vae, sched, mean, std, prompts, seeds, st, g), combos)
-            print(f"steps {st} g {g}: seen {ok[~held].mean(0).round(3)} held {ok[held].mean(0).round(3)} "
+            sc = sched if kind == "unipc" else euler
+            ok = score(generate(tok, te, tr, vae, sc, mean, std, prompts, seeds, st, g), combos)
+            print(f"{kind} steps {st} g {g}: seen {ok[~held].mean(0).round(3)} held {ok[held].mean(0).round(3)} "
                   f"({time.time() - t:.0f}s)", flush=True)
         return
 

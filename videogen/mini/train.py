@@ -228,6 +228,8 @@ def main(argv=None):
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--export-every", type=int, default=1000)
     p.add_argument("--stop-at", default=None, help="UTC HH:MM: stop (checkpoint + export) at this wall time")
+    p.add_argument("--stop-step", type=int, default=None,
+                   help="stop (checkpoint + export) at this step, keeping the lr schedule of --steps")
     p.add_argument("--vae-only", action="store_true")
     p.add_argument("--polish-decoder", action="store_true", help="only run the decoder fine-tuning stage")
     p.add_argument("--polish-steps", type=int, default=1500)
@@ -358,7 +360,7 @@ def train_transformer(args, work: Path, vae, pool):
             log(work, f"step {step} loss {np.mean(losses):.4f} lr {lr:.2e} train_s {train_s:.0f}")
             losses = []
         finished = step == args.steps
-        timed_out = stop_ts is not None and time.time() > stop_ts
+        timed_out = (stop_ts is not None and time.time() > stop_ts) or step == args.stop_step
         if time.time() - last_ck > args.ckpt_every or finished or timed_out:
             save()
             last_ck = time.time()
