@@ -65,7 +65,7 @@ def test_motion_is_visible_and_object_inside():
     rng = np.random.default_rng(1)
     combos = data.all_combos()
     b = data.sample_batch(200, rng, combos)
-    for v, (colour, _, direction, background) in zip(b.video, b.combos):
+    for v, (_, _, direction, background) in zip(b.video, b.combos, strict=True):
         bg = np.array(data.BACKGROUNDS[background])
         mask = np.abs(v.astype(int) - bg).sum(-1) > 0
         area = mask.sum((1, 2))
@@ -82,7 +82,7 @@ def test_motion_is_visible_and_object_inside():
 def test_oracle_perfect_on_ground_truth(seed):
     rng = np.random.default_rng(100 + seed)
     b = data.sample_batch(300, rng, data.all_combos())
-    wrong = [(c, read_clip(v)) for v, c in zip(b.video, b.combos) if read_clip(v) != c]
+    wrong = [(c, read_clip(v)) for v, c in zip(b.video, b.combos, strict=True) if read_clip(v) != c]
     assert not wrong, wrong[:5]
 
 
@@ -90,5 +90,5 @@ def test_oracle_every_combo():
     rng = np.random.default_rng(3)
     combos = data.all_combos()
     video = data.render(combos, rng)
-    for v, c in zip(video, combos):
+    for v, c in zip(video, combos, strict=True):
         assert read_clip(v) == c

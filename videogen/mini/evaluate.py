@@ -52,7 +52,7 @@ def generate(tok, te, tr, vae, sched, mean, std, prompts: list[str], seeds: list
 
 def score(videos: np.ndarray, combos: list[data.Combo]) -> np.ndarray:
     """[N, 4] boolean correctness per attribute (colour, shape, direction, background)."""
-    return np.array([[a == b for a, b in zip(read_clip(v), c)] for v, c in zip(videos, combos)])
+    return np.array([[a == b for a, b in zip(read_clip(v), c, strict=True)] for v, c in zip(videos, combos, strict=True)])
 
 
 def quick_eval(tok, te, tr, vae, mean, std, shift, n=48, steps=16, guidance=5.0) -> dict:

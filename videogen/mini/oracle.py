@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import BACKGROUNDS, COLOURS, SHAPES
+from .data import BACKGROUNDS, COLOURS
 
 _BG_NAMES = list(BACKGROUNDS)
 _BG_RGB = np.array([BACKGROUNDS[k] for k in _BG_NAMES], dtype=np.float32)
@@ -68,16 +68,13 @@ def read_clip(video: np.ndarray) -> tuple[str, str, str, str]:
     first, last = idx[:k], idx[-k:]
     dx = np.nanmean(cx[last]) - np.nanmean(cx[first])
     dy = np.nanmean(cy[last]) - np.nanmean(cy[first])
-    if abs(dx) >= abs(dy):
-        direction = "right" if dx > 0 else "left"
-    else:
-        direction = "down" if dy > 0 else "up"
+    horizontal = "right" if dx > 0 else "left"
+    vertical = "down" if dy > 0 else "up"
+    direction = horizontal if abs(dx) >= abs(dy) else vertical
 
     fill, top = shape_features(mask)
-    if top < TOP_MAX_TRIANGLE:
-        shape = "triangle"
-    else:
-        shape = "square" if fill >= SQUARE_MIN else "circle"
+    round_or_square = "square" if fill >= SQUARE_MIN else "circle"
+    shape = "triangle" if top < TOP_MAX_TRIANGLE else round_or_square
     return (colour, shape, direction, background)
 
 
