@@ -1,0 +1,73 @@
+"""The shipped built-in model: loads through the engine's Wan adapter, renders what the prompt says, by default."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from cli_helpers import run_cli
+
+from videogen.engine import Engine
+from videogen.loading import builtin_model_path
+from videogen.mini import data, oracle
+from videogen.spec import BUILTIN_MODEL, RenderSpec
+from videogen.video import read_frames
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine.load(RenderSpec(prompt="x", model=BUILTIN_MODEL))
+
+
+def test_shipped_folder_is_a_small_safetensors_wan_model():
+    folder = builtin_model_path()
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "WanPipeline"
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    weights = [p for p in files if p.suffix == ".safetensors"]
+    assert {p.parent.name for p in weights} == {"transformer", "vae", "text_encoder"}
+    assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+    assert sum(p.stat().st_size for p in files) <= 30 * 2**20
+
+
+def test_family_and_defaults_through_the_engine(engine):
+
+    assert engine.info.family.name == "wan"
+    from videogen.cli.options import merge as cli_merge
+
+    spec = engine.resolve(cli_merge("a red circle moving left on a black background", {}, None).replace(seed=0))
+    assert (spec.frames, spec.height, spec.width) == (17, 32, 32)
+
+
+@pytest.mark.parametrize("held_out", [False, True])
+def test_renders_what_the_prompt_says(engine, held_out):
+    train, held = data.split_combos()
+    combo = (held if held_out else train)[3]
+    from videogen.cli.options import merge
+
+    spec = merge(data.caption(*combo), {"seed": 0}, None)
+    frames = engine.render(spec).frames
+    colour, _shape, direction, background = oracle.read_clip(frames)
+    # What the shipped model reliably does (videogen/mini/REPORT.md): colour, background, and the axis of motion.
+    # The sense along the axis and the shape are not reliable yet, so they are not claimed here.
+    axis = {"left": "x", "right": "x", "up": "y", "down": "y"}
+    assert (colour, background, axis[direction]) == (combo[0], combo[3], axis[combo[2]]), (combo, oracle.read_clip(frames))
+
+
+def test_unknown_words_are_reported(engine, caplog):
+    from videogen.cli.options import merge
+
+    with caplog.at_level(logging.WARNING, logger="videogen"):
+        engine.render(merge("a red hexagon moving left on a black background", {"seed": 1, "steps": 2}, None))
+    assert "'hexagon'" in caplog.text
+
+
+def test_default_model_from_the_command_line(tmp_path):
+    out = tmp_path / "demo.mp4"
+    r = run_cli("generate", "a green square moving up on a white background", "--seed", "2", "-o", out)
+    assert r.code == 0, r.err
+    frames, fps = read_frames(out)
+    assert frames.shape == (17, 32, 32, 3) and fps == 8
+    record = json.loads((tmp_path / "demo.mp4.json").read_text())
+    assert record["model"]["ref"] == BUILTIN_MODEL and record["family"] == "wan"
