@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_inprocess
 from tiny_wan_extra import make_image, save_wan21_i2v, save_wan22_a14b, save_wan22_ti2v
 
 from videogen import images
@@ -207,17 +208,8 @@ def test_unreadable_image_is_a_user_error(tmp_path):
 
 
 def run_main(capsys, *args: str) -> tuple[int, str]:
-    from videogen.cli.main import main
-
-    old, sys.argv = sys.argv, ["videogen", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = old
-    return code, capsys.readouterr().err
+    r = run_inprocess(capsys, *args)
+    return r.code, r.err
 
 
 def test_image_flag_errors_exit_2(models, pictures, tmp_path, capsys):
