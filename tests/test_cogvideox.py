@@ -4,15 +4,13 @@ I2V, dynamic guidance), the CLI with a preset, and refused geometry."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_cli, run_inprocess
 from tiny_cogvideox import save_tiny_cogvideox
 
 from videogen.engine import Engine, inspect_model, resolve_spec
@@ -106,22 +104,9 @@ def test_dynamic_guidance_changes_the_video(tiny_cog):
 
 def run_main(capsys, monkeypatch, cwd: Path, *args: str) -> tuple[int, str]:
     """The real entry point in this process (exit code, stderr): bad input never reaches a model load."""
-    from videogen.cli.main import main
-
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["videogen", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    return code, capsys.readouterr().err
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("videogen")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    r = run_inprocess(capsys, *args)
+    return r.code, r.err
 
 
 def test_cli_writes_an_mp4_with_a_preset(tiny_cog, tmp_path):
@@ -131,9 +116,10 @@ def test_cli_writes_an_mp4_with_a_preset(tiny_cog, tmp_path):
     preset.write_text(f"family: cogvideox\nmodel: {tiny_cog('1.5')}\nframes: 9\nheight: 16\nwidth: 32\n"
                       "steps: 2\nguidance: 6.0\ndynamic_guidance: true\nfps: 16\n")
     out = tmp_path / "cog.mp4"
-    r = run_cli("generate", PROMPT, "--preset", str(preset), "--seed", "3", "-o", str(out), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == str(out)
+    r = run_cli("generate", PROMPT, "--preset", str(preset), "--seed", "3", "-o", str(out), cwd=tmp_path,
+                env={"HF_HUB_OFFLINE": "1"})
+    assert r.code == 0, r.err
+    assert r.out.strip() == str(out)
     frames, fps = read_frames(out)
     assert frames.shape == (9, 16, 32, 3) and fps == 16
     record = json.loads(Path(str(out) + ".json").read_text())

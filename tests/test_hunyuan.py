@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import run_cli
 from tiny_hunyuan import save_tiny_hunyuan
 
 from videogen.engine import Engine
@@ -77,12 +77,11 @@ def test_true_cfg_matches_pipeline(engine, pipe, caplog):
 
 def test_cli_writes_mp4(tiny_hunyuan, tmp_path):
     out = tmp_path / "clip.mp4"
-    exe = Path(sys.executable).with_name("videogen")
-    proc = subprocess.run([str(exe), "generate", PROMPT, "-m", str(tiny_hunyuan), "--frames", "5", "--height", "16",
+    proc = run_cli("generate", PROMPT, "-m", str(tiny_hunyuan), "--frames", "5", "--height", "16",
                            "--width", "32", "--steps", "2", "--max-sequence-length", "32", "--seed", "1", "--true-guidance", "2", "-n", "gray",
-                           "-o", str(out), "-q"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == str(out)
+                           "-o", str(out), "-q")
+    assert proc.code == 0, proc.err
+    assert proc.out.strip() == str(out)
     frames, fps = read_frames(out)
     assert frames.shape == (5, 16, 32, 3) and fps == 15  # HunyuanVideo's default fps
     record = json.loads(Path(f"{out}.json").read_text())

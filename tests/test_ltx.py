@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_cli, run_inprocess
 from tiny_ltx import save_tiny_ltx
 
 from videogen.engine import Engine, inspect_model, resolve_spec
@@ -96,22 +94,9 @@ def test_reproducible_despite_decoder_noise(tiny_ltx, image64):
 
 def run_main(capsys, monkeypatch, cwd: Path, *args: str) -> tuple[int, str]:
     """The real entry point in this process (exit code, stderr): bad input never reaches a model load."""
-    from videogen.cli.main import main
-
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["videogen", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    return code, capsys.readouterr().err
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("videogen")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    r = run_inprocess(capsys, *args)
+    return r.code, r.err
 
 
 def test_cli_writes_an_mp4(tiny_ltx, image64, tmp_path):
@@ -119,9 +104,10 @@ def test_cli_writes_an_mp4(tiny_ltx, image64, tmp_path):
 
     out = tmp_path / "ltx.mp4"
     r = run_cli("generate", PROMPT, "-m", str(tiny_ltx), "--image", str(image64), "--frames", "9", "--height", "32",
-                "--width", "64", "--steps", "2", "--seed", "3", "-o", str(out), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == str(out)
+                "--width", "64", "--steps", "2", "--seed", "3", "-o", str(out), cwd=tmp_path,
+                env={"HF_HUB_OFFLINE": "1"})
+    assert r.code == 0, r.err
+    assert r.out.strip() == str(out)
     frames, fps = read_frames(out)
     assert frames.shape == (9, 32, 64, 3)
     assert fps == 24  # LTX-Video's own rate, not diffusers' frame_rate default

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import run_cli
 from tiny_mochi import save_tiny_mochi
 
 from videogen.engine import Engine
@@ -80,12 +80,10 @@ def test_sigma_schedule_is_genmos():
 
 def test_cli_writes_mp4(tiny_mochi, tmp_path):
     out = tmp_path / "clip.mp4"
-    exe = Path(sys.executable).with_name("videogen")
-    proc = subprocess.run([str(exe), "generate", PROMPT, "-m", str(tiny_mochi), "--frames", "7", "--height", "16",
-                           "--width", "32", "--steps", "2", "--seed", "1", "--max-sequence-length", "32", "-o", str(out), "-q"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == str(out)
+    proc = run_cli("generate", PROMPT, "-m", str(tiny_mochi), "--frames", "7", "--height", "16",
+                           "--width", "32", "--steps", "2", "--seed", "1", "--max-sequence-length", "32", "-o", str(out), "-q")
+    assert proc.code == 0, proc.err
+    assert proc.out.strip() == str(out)
     frames, fps = read_frames(out)
     assert frames.shape == (7, 16, 32, 3) and fps == 30  # Mochi's default fps
     record = json.loads(Path(f"{out}.json").read_text())
