@@ -23,3 +23,9 @@ def tiny_wan_euler(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_wan_perframe(tmp_path_factory) -> Path:
     return save_tiny_wan(tmp_path_factory.mktemp("models") / "tiny-wan-perframe", vae="kl")
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_tubelet(tmp_path_factory) -> Path:
+    """Patches two latent frames deep, as the built-in model's span all of its latent frames."""
+    return save_tiny_wan(tmp_path_factory.mktemp("models") / "tiny-wan-tubelet", patch=(2, 2, 2))

@@ -31,6 +31,8 @@ CASES = [
     ("tiny_wan", 5, 32, 16, 3.0, None),
     ("tiny_wan_euler", 9, 16, 32, 1.0, None),
     ("tiny_wan_euler", 9, 16, 16, 5.0, "gray"),
+    ("tiny_wan_tubelet", 5, 16, 16, 3.0, None),
+    ("tiny_wan_tubelet", 13, 16, 32, 1.0, None),
 ]
 
 
@@ -91,3 +93,18 @@ def test_per_frame_vae_decodes_like_the_vae_itself(tiny_wan_perframe):
     ref = ((torch.stack(frames) / 2 + 0.5).clamp(0, 1)).permute(0, 2, 3, 1)
     assert WanTransformer3DModel.from_pretrained(tiny_wan_perframe / "transformer").config.in_channels == 4
     assert (ref - result.frames_float).abs().max() <= 1e-5
+
+
+def test_frames_must_fill_whole_temporal_patches(tiny_wan_tubelet):
+    """Latent frames a multiple of the transformer's temporal patch, refused before any weight is read."""
+    from videogen.engine import inspect_model, resolve_spec
+    from videogen.errors import UserError
+
+    info = inspect_model(str(tiny_wan_tubelet))
+    base = RenderSpec(prompt="a red cat", model=str(tiny_wan_tubelet), height=16, width=16, steps=1, seed=1)
+    for frames in (5, 13, 21):
+        resolve_spec(base.replace(frames=frames), info)
+    with pytest.raises(UserError, match=r"--frames 9: this model takes 5, 13, \.\.\. frames .* use 5 or 13"):
+        resolve_spec(base.replace(frames=9), info)
+    with pytest.raises(UserError, match=r"use 5$"):
+        resolve_spec(base.replace(frames=1), info)

@@ -32,7 +32,8 @@ def tiny_umt5(vocab_size: int, d_model: int = 32):
     return UMT5EncoderModel(cfg).eval()
 
 
-def tiny_wan_components(scheduler: str = "unipc", seed: int = 0, vae: str = "wan") -> dict:
+def tiny_wan_components(scheduler: str = "unipc", seed: int = 0, vae: str = "wan",
+                        patch: tuple[int, int, int] = (1, 2, 2)) -> dict:
     from diffusers import (
         AutoencoderKL,
         AutoencoderKLWan,
@@ -55,7 +56,7 @@ def tiny_wan_components(scheduler: str = "unipc", seed: int = 0, vae: str = "wan
                                     latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.5, 0.7, 1.0, 2.0])
         channels = 4
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=channels,
+        patch_size=patch, num_attention_heads=2, attention_head_dim=12, in_channels=channels,
         out_channels=channels, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
     )

@@ -18,16 +18,27 @@ from videogen.spec import RenderSpec
 
 @dataclass(frozen=True)
 class Geometry:
-    """Which frame counts and sizes a model takes: frames = temporal*k + 1, sizes multiple of `multiple`."""
+    """Which frame counts and sizes a model takes.
+
+    frames = temporal*k + 1, the latent frame count k + 1 a multiple of `latent_frames` (a transformer
+    whose patches span several latent frames), sizes multiples of `multiple_h` / `multiple_w`.
+    """
 
     temporal: int
     multiple_h: int
     multiple_w: int
+    latent_frames: int = 1
 
     def problems(self, frames: int, height: int, width: int) -> list[str]:
         out = []
-        t = self.temporal
-        if t > 1 and (frames - 1) % t:
+        t, p = self.temporal, self.latent_frames
+        if p > 1:
+            valid = [t * (p * m - 1) + 1 for m in range(1, (frames - 1) // (t * p) + 3)]
+            if frames not in valid:
+                near = [v for v in valid if v < frames][-1:] + [v for v in valid if v > frames][:1]
+                out.append(f"--frames {frames}: this model takes {valid[0]}, {valid[1]}, ... frames "
+                           f"(latent frames a multiple of {p}): use {' or '.join(map(str, near))}")
+        elif t > 1 and (frames - 1) % t:
             lo = (frames - 1) // t * t + 1
             out.append(f"--frames {frames} is not {t}k+1: use {lo if lo > 1 else lo + t} or {lo + t}"
                        if lo > 1 else f"--frames {frames} is not {t}k+1: use {lo + t}")

@@ -62,7 +62,7 @@ class Wan(Family):
     def geometry(cls, path: Path, index: dict[str, Any]) -> Geometry:
         geo = vae_ops.vae_geometry(read_config(path, "vae"))
         patch = read_config(path, "transformer").get("patch_size", [1, 2, 2])
-        return Geometry(geo.temporal, geo.spatial * patch[1], geo.spatial * patch[2])
+        return Geometry(geo.temporal, geo.spatial * patch[1], geo.spatial * patch[2], latent_frames=patch[0])
 
     @classmethod
     def task_of(cls, index: dict[str, Any]) -> str:

@@ -221,7 +221,9 @@ def main(argv=None):
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--head-dim", type=int, default=32)
     p.add_argument("--ffn", type=int, default=256)
-    p.add_argument("--patch", type=int, default=4, help="spatial patch size of the transformer")
+    p.add_argument("--patch", type=int, default=1, help="spatial patch size of the transformer")
+    p.add_argument("--patch-t", type=int, default=data.FRAMES,
+                   help="temporal patch size: the default puts the whole clip into each token (tubelets)")
     p.add_argument("--text-dim", type=int, default=64)
     p.add_argument("--shift", type=float, default=3.0)
     p.add_argument("--cfg-drop", type=float, default=0.1)
@@ -263,7 +265,7 @@ def train_transformer(args, work: Path, vae, pool):
     tok = M.build_tokenizer()
     te = M.build_text_encoder(len(tok), args.text_dim)
     tr = M.build_transformer(args.latent_channels, args.text_dim, layers=args.layers, heads=args.heads,
-                             head_dim=args.head_dim, ffn=args.ffn, patch=(1, args.patch, args.patch))
+                             head_dim=args.head_dim, ffn=args.ffn, patch=(args.patch_t, args.patch, args.patch))
     params = list(tr.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema_tr, ema_te = copy.deepcopy(tr).eval(), copy.deepcopy(te).eval()
@@ -314,7 +316,8 @@ def train_transformer(args, work: Path, vae, pool):
     if args.stop_at:
         hh, mm = map(int, args.stop_at.split(":"))
         now = time.gmtime()
-        stop_ts = time.time() + ((hh * 60 + mm) - (now.tm_hour * 60 + now.tm_min)) * 60 - now.tm_sec
+        minutes = ((hh * 60 + mm) - (now.tm_hour * 60 + now.tm_min)) % (24 * 60)  # may be after midnight
+        stop_ts = time.time() + minutes * 60 - now.tm_sec
     last_ck = time.time()
     tr.train()
     te.train()
