@@ -80,7 +80,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--report", default=None, help="write the markdown table here")
     p.add_argument("--extra", default=None, help="JSON file with extra report facts (training time etc.)")
-    p.add_argument("--sweep", action="store_true", help="try a few (steps, guidance) settings on n prompts")
+    p.add_argument("--sweep", default=None, metavar="STEPS:GUIDANCE[:euler],...",
+                   help="score these settings on n prompts instead of writing the report, e.g. 16:2,16:3,10:3")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -97,8 +98,9 @@ def main(argv=None):
 
     if args.sweep:
         euler = M.build_scheduler(sched.config.flow_shift, "euler")
-        for st, g, kind in [(16, 5.0, "unipc"), (10, 5.0, "unipc"), (16, 3.0, "unipc"), (16, 8.0, "unipc"),
-                            (16, 5.0, "euler"), (24, 5.0, "unipc")]:
+        for item in args.sweep.split(","):
+            st, g, kind = (item.split(":") + ["unipc"])[:3]
+            st, g = int(st), float(g)
             t = time.time()
             sc = sched if kind == "unipc" else euler
             ok = score(generate(tok, te, tr, vae, sc, mean, std, prompts, seeds, st, g), combos)
