@@ -28,7 +28,7 @@ bench: install
 
 # Retrain the built-in model (about 2 h on a 2-core CPU); work files and checkpoints go to runs/mini (git-ignored).
 mini-model: install
-	$(BIN)/python -m videogen.mini.train --work runs/mini --out videogen/mini/model --vae-steps 1100 --steps 8000
+	$(BIN)/python -m videogen.mini.train --work runs/mini --out videogen/mini/model
 	$(BIN)/python -m videogen.mini.train --work runs/mini --polish-decoder
 	$(BIN)/python -c "from videogen.mini.export import swap_decoder; swap_decoder('videogen/mini/model', 'runs/mini/vae_polished.pt')"
 	$(BIN)/python -m videogen.mini.evaluate --n 240 --report runs/mini/REPORT.md
