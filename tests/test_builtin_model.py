@@ -40,19 +40,31 @@ def test_family_and_defaults_through_the_engine(engine):
     assert (spec.frames, spec.height, spec.width) == (17, 32, 32)
 
 
-@pytest.mark.parametrize("held_out", [False, True])
-def test_renders_what_the_prompt_says(engine, held_out):
-    train, held = data.split_combos()
-    combo = (held if held_out else train)[3]
+def test_renders_what_the_prompt_says(engine):
+    """Sixteen prompts, half from the held-out combinations, every shape five or six times, rendered with the
+    defaults and read by the oracle. videogen/mini/REPORT.md measures the model over 240 prompts: direction and
+    background 100%, colour 99-100%; circles and triangles nearly always right, squares about half the time (read
+    as circles: rounded corners). So: all directions and backgrounds, all colours but at most one, and the ten
+    circles and triangles plus at least one of the six squares (none of six at 50% has a chance of about 2%);
+    a model that ignores its prompt misses these by far."""
     from videogen.cli.options import merge
 
-    spec = merge(data.caption(*combo), {"seed": 0}, None)
-    frames = engine.render(spec).frames
-    colour, _shape, direction, background = oracle.read_clip(frames)
-    # What the shipped model reliably does (videogen/mini/REPORT.md): colour, background, and the axis of motion.
-    # The sense along the axis and the shape are not reliable yet, so they are not claimed here.
-    axis = {"left": "x", "right": "x", "up": "y", "down": "y"}
-    assert (colour, background, axis[direction]) == (combo[0], combo[3], axis[combo[2]]), (combo, oracle.read_clip(frames))
+    train, held = data.split_combos()
+
+    def pick(pool: list[data.Combo], shapes: str) -> list[data.Combo]:
+        by_shape = {s: [c for c in pool if c[1] == s] for s in data.SHAPES}
+        return [by_shape[data.SHAPES[int(k)]][(7 * i) % len(by_shape[data.SHAPES[int(k)]])]
+                for i, k in enumerate(shapes)]
+
+    combos = pick(train, "01201201") + pick(held, "12012012")
+    reads = [oracle.read_clip(engine.render(merge(data.caption(*c), {"seed": i}, None)).frames)
+             for i, c in enumerate(combos)]
+    right = [[r == c for r, c in zip(read, combo, strict=True)] for combo, read in zip(combos, reads, strict=True)]
+    colour, shape, direction, background = (sum(col) for col in zip(*right, strict=True))
+    summary = list(zip(combos, reads, strict=True))
+    assert direction == background == len(combos), summary
+    assert colour >= len(combos) - 1, summary
+    assert shape >= 11, summary
 
 
 def test_engine_matches_diffusers_wan_pipeline(engine):

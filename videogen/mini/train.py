@@ -212,7 +212,7 @@ def main(argv=None):
     p.add_argument("--vae-kl", type=float, default=1e-6)
     p.add_argument("--pool", type=int, default=4000)
     p.add_argument("--grow-every", type=int, default=25, help="encode 32 fresh clips into the pool every N steps")
-    p.add_argument("--steps", type=int, default=10000)
+    p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=300)
