@@ -52,9 +52,8 @@ def test_renders_what_the_prompt_says(engine):
     train, held = data.split_combos()
 
     def pick(pool: list[data.Combo], shapes: str) -> list[data.Combo]:
-        by_shape = {s: [c for c in pool if c[1] == s] for s in data.SHAPES}
-        return [by_shape[data.SHAPES[int(k)]][(7 * i) % len(by_shape[data.SHAPES[int(k)]])]
-                for i, k in enumerate(shapes)]
+        by_shape = [[c for c in pool if c[1] == s] for s in data.SHAPES]
+        return [by_shape[int(k)][(7 * i) % len(by_shape[int(k)])] for i, k in enumerate(shapes)]
 
     combos = pick(train, "01201201") + pick(held, "12012012")
     reads = [oracle.read_clip(engine.render(merge(data.caption(*c), {"seed": i}, None)).frames)

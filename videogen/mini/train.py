@@ -43,6 +43,21 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- VAE
+def cosine_lr(opt, base: float, step: int, total: int, floor: float = 0.05) -> float:
+    """Set (and return) a cosine learning rate from `base` down to `floor * base` over `total` steps."""
+    lr = base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / total)))
+    for g in opt.param_groups:
+        g["lr"] = lr
+    return lr
+
+
+def frame_batch(n: int, rng: np.random.Generator, combos: list[data.Combo]) -> torch.Tensor:
+    """One random frame from each of n fresh clips: float [n, 3, H, W] in [-1, 1]."""
+    b = data.sample_batch(n, rng, combos)
+    fi = rng.integers(0, data.FRAMES, n)
+    return M.video_to_tensor(b.video[np.arange(n), fi][:, None])
+
+
 def vae_eval(vae, n_clips: int = 64, seed: int = 999) -> float:
     rng = np.random.default_rng(seed)
     b = data.sample_batch(n_clips, rng, data.all_combos())
@@ -83,12 +98,8 @@ def train_vae(args, work: Path):
     t0 = time.time()
     vae.train()
     while step < args.vae_steps:
-        lr = args.vae_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.vae_steps)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        b = data.sample_batch(args.vae_batch, rng, train_combos)
-        fi = rng.integers(0, data.FRAMES, args.vae_batch)
-        x = M.video_to_tensor(b.video[np.arange(args.vae_batch), fi][:, None])
+        lr = cosine_lr(opt, args.vae_lr, step, args.vae_steps)
+        x = frame_batch(args.vae_batch, rng, train_combos)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         err = rec - x
@@ -116,7 +127,8 @@ def polish_decoder(args, work: Path):
     """Fine-tune only the VAE decoder (post_quant_conv + decoder) on posterior modes of the frozen encoder.
 
     The latent space (encoder, quant_conv, latent statistics) is unchanged, so this can run after or
-    alongside transformer training.  Writes vae_polished.pt, which export prefers over vae_final.pt.
+    alongside transformer training.  Writes vae_polished.pt; `export.swap_decoder` puts its decoder into an
+    exported folder.
     """
     out = work / "vae_polished.pt"
     if out.exists():
@@ -146,12 +158,8 @@ def polish_decoder(args, work: Path):
     vae.eval()  # no dropout / batch statistics in this VAE; eval keeps the encoder deterministic
     vae.decoder.train()
     while step < args.polish_steps:
-        lr = args.polish_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.polish_steps)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        b = data.sample_batch(args.vae_batch, rng, train_combos)
-        fi = rng.integers(0, data.FRAMES, args.vae_batch)
-        x = M.video_to_tensor(b.video[np.arange(args.vae_batch), fi][:, None])
+        lr = cosine_lr(opt, args.polish_lr, step, args.polish_steps)
+        x = frame_batch(args.vae_batch, rng, train_combos)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
         err = vae.decode(z).sample - x
