@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +238,12 @@ def main(argv=None):
     p.add_argument("--cfg-drop", type=float, default=0.1)
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--export-every", type=int, default=1000)
+    p.add_argument("--refine-steps", type=int, default=0,
+                   help="second transformer phase: continue from the first phase's weights for this many steps")
+    p.add_argument("--refine-lr", type=float, default=3e-4)
+    p.add_argument("--refine-shift", type=float, default=1.0,
+                   help="time shift of the noise levels drawn in the second phase (1 = no shift: more low-noise "
+                        "steps, where edges and corners are decided)")
     p.add_argument("--stop-at", default=None, help="UTC HH:MM: stop (checkpoint + export) at this wall time")
     p.add_argument("--stop-step", type=int, default=None,
                    help="stop (checkpoint + export) at this step, keeping the lr schedule of --steps")
@@ -262,10 +269,28 @@ def main(argv=None):
     if args.vae_only:
         return
     pool = encode_pool(args, work, vae)
-    train_transformer(args, work, vae, pool)
+    main_phase = Phase("tr_ckpt.pt", args.steps, args.lr, args.shift, init=None)
+    if not train_transformer(args, work, vae, pool, main_phase):
+        return
+    if args.refine_steps:
+        refine = Phase("refine_ckpt.pt", args.refine_steps, args.refine_lr, args.refine_shift, init="tr_ckpt.pt")
+        train_transformer(args, work, vae, pool, refine)
 
 
-def train_transformer(args, work: Path, vae, pool):
+@dataclass(frozen=True)
+class Phase:
+    """One transformer training phase: its checkpoint file, length, peak lr, the time shift of the noise
+    levels it trains on, and the checkpoint whose weights (not optimizer or schedule) it starts from."""
+
+    ckpt: str
+    steps: int
+    lr: float
+    train_shift: float
+    init: str | None
+
+
+def train_transformer(args, work: Path, vae, pool, phase: Phase) -> bool:
+    """Run (or resume) one phase; True when it ran to its last step."""
     from .evaluate import quick_eval
     from .export import export
 
@@ -281,7 +306,7 @@ def train_transformer(args, work: Path, vae, pool):
         q.requires_grad_(False)
     step = 0
     rng = np.random.default_rng(args.seed + 4)
-    ck = work / "tr_ckpt.pt"
+    ck = work / phase.ckpt
     train_s = 0.0
     grow_rng = np.random.default_rng(args.seed + 5)
     extra_lat, extra_caps = [], []
@@ -299,7 +324,15 @@ def train_transformer(args, work: Path, vae, pool):
         train_s = s.get("train_s", 0.0)
         grow_rng.bit_generator.state = s["grow_rng"]
         extra_lat, extra_caps = s["extra_lat"], s["extra_caps"]
-        log(work, f"transformer: resumed at step {step}")
+        log(work, f"transformer ({phase.ckpt}): resumed at step {step}")
+    elif phase.init:
+        s = torch.load(work / phase.init, weights_only=False)
+        for module, key in ((tr, "tr"), (te, "te"), (ema_tr, "ema_tr"), (ema_te, "ema_te")):
+            module.load_state_dict(s[key])
+        grow_rng.bit_generator.state = s["grow_rng"]
+        extra_lat, extra_caps = s["extra_lat"], s["extra_caps"]
+        rng = np.random.default_rng(args.seed + 8)
+        log(work, f"transformer ({phase.ckpt}): starting from {phase.init} (step {s['step']})")
     n_tr = sum(q.numel() for q in tr.parameters())
     n_te = sum(q.numel() for q in te.parameters())
     log(work, f"transformer params {n_tr / 1e6:.2f}M, text encoder {n_te / 1e6:.3f}M")
@@ -331,7 +364,7 @@ def train_transformer(args, work: Path, vae, pool):
     te.train()
     losses = []
     t_seg = time.time()
-    while step < args.steps:
+    while step < phase.steps:
         if args.grow_every and step % args.grow_every == 0:
             b = data.sample_batch(32, grow_rng, train_combos)
             new = M.encode_video(vae, b.video).half()
@@ -339,16 +372,16 @@ def train_transformer(args, work: Path, vae, pool):
             extra_caps += b.captions
             lat_all = torch.cat([lat_all, new])
             caps_all = caps_all + b.captions
-        lr = args.lr * min(1.0, (step + 1) / args.warmup)
-        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.steps)))
+        lr = phase.lr * min(1.0, (step + 1) / args.warmup)
+        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / phase.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
         idx = rng.integers(0, lat_all.shape[0], args.batch)
         x0 = (lat_all[idx].float() - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
         caps = [caps_all[i] if rng.random() >= args.cfg_drop else "" for i in idx]
-        # logit-normal u, then the same time shift as the inference scheduler
+        # logit-normal u, then a time shift (the first phase uses the inference scheduler's)
         u = torch.sigmoid(torch.from_numpy(rng.standard_normal(args.batch)).float())
-        s = M.shifted_sigmas(u, args.shift)
+        s = M.shifted_sigmas(u, phase.train_shift)
         noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32))
         sb = s.view(-1, 1, 1, 1, 1)
         xt = (1 - sb) * x0 + sb * noise
@@ -368,9 +401,9 @@ def train_transformer(args, work: Path, vae, pool):
             now = time.time()
             train_s += now - t_seg
             t_seg = now
-            log(work, f"step {step} loss {np.mean(losses):.4f} lr {lr:.2e} train_s {train_s:.0f}")
+            log(work, f"{phase.ckpt} step {step} loss {np.mean(losses):.4f} lr {lr:.2e} train_s {train_s:.0f}")
             losses = []
-        finished = step == args.steps
+        finished = step == phase.steps
         timed_out = (stop_ts is not None and time.time() > stop_ts) or step == args.stop_step
         if time.time() - last_ck > args.ckpt_every or finished or timed_out:
             save()
@@ -380,15 +413,16 @@ def train_transformer(args, work: Path, vae, pool):
         if step % args.eval_every == 0 or finished or timed_out:
             t1 = time.time()
             try:
-                res = quick_eval(tok, ema_te, ema_tr, vae, mean, std, args.shift, n=48, steps=16, guidance=5.0)
+                res = quick_eval(tok, ema_te, ema_tr, vae, mean, std, args.shift, n=48, steps=16, guidance=2.0)
             except Exception as e:  # never let a broken eval kill a long run
                 res = f"eval failed: {e!r}"
             log(work, f"eval step {step}: {res} ({time.time() - t1:.0f}s)")
             t_seg += time.time() - t1
         if timed_out:
             log(work, "stop-at time reached")
-            break
-    log(work, f"transformer done at step {step}, train time {train_s:.0f}s")
+            return False
+    log(work, f"transformer ({phase.ckpt}) done at step {step}, train time {train_s:.0f}s")
+    return True
 
 
 if __name__ == "__main__":
