@@ -31,6 +31,8 @@ mini-model: install
 	$(BIN)/python -m videogen.mini.train --work runs/mini --out videogen/mini/model
 	$(BIN)/python -m videogen.mini.train --work runs/mini --polish-decoder
 	$(BIN)/python -c "from videogen.mini.export import swap_decoder; swap_decoder('videogen/mini/model', 'runs/mini/vae_polished.pt')"
+	$(BIN)/python -m videogen.mini.train --work runs/mini --out videogen/mini/model --adapt-decoder
+	$(BIN)/python -c "from videogen.mini.export import swap_decoder; swap_decoder('videogen/mini/model', 'runs/mini/vae_adapted.pt')"
 	$(BIN)/python -m videogen.mini.evaluate --n 240 --report runs/mini/REPORT.md
 
 clean:

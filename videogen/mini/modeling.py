@@ -188,13 +188,20 @@ def build_scheduler(shift: float, kind: str = "unipc"):
 
 @torch.no_grad()
 def sample(transformer, scheduler, cond: torch.Tensor, uncond: torch.Tensor, shape, seeds: list[int],
-           steps: int, guidance: float) -> torch.Tensor:
-    """Minimal Wan-style sampling loop. cond/uncond: [B, L, D]. Returns normalised latents."""
+           steps: int, guidance: float, x0: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+    """Minimal Wan-style sampling loop. cond/uncond: [B, L, D]. Returns normalised latents.
+
+    With x0 (normalised latents) and start > 0, sampling begins at step `start` from x0 noised to that
+    step's level (the img2img / SDEdit way) instead of from pure noise."""
     lat = torch.cat([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s), dtype=torch.float32)
                      for s in seeds])
     scheduler.set_timesteps(steps)
+    if x0 is not None:
+        sigma = scheduler.sigmas[start]
+        lat = (1 - sigma) * x0 + sigma * lat
+        scheduler.set_begin_index(start)
     use_cfg = guidance != 1.0
-    for t in scheduler.timesteps:
+    for t in scheduler.timesteps[start:]:
         tt = t.expand(lat.shape[0]).float()
         if use_cfg:
             out = transformer(torch.cat([lat, lat]), torch.cat([tt, tt]), torch.cat([cond, uncond]),
