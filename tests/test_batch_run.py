@@ -185,6 +185,8 @@ def test_second_interrupt_aborts_at_once(monkeypatch):
         raise Aborted(code)
 
     monkeypatch.setattr(batch.os, "_exit", fake_exit)
+    # what was installed before (a shell's background job starts with SIGINT ignored, not Python's default)
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
     with batch._two_stage_interrupt():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
@@ -192,7 +194,7 @@ def test_second_interrupt_aborts_at_once(monkeypatch):
         with pytest.raises(Aborted):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # handlers restored
 
 
 # -- real processes: signals ------------------------------------------------------------------------------------
