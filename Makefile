@@ -26,7 +26,7 @@ demo: install
 bench: install
 	$(BIN)/python bench/run.py
 
-# Retrain the built-in model (about 2 h 45 min on a 2-core CPU); work files and checkpoints go to runs/mini (git-ignored).
+# Retrain the built-in model (about 4 h on a 2-core CPU: VAE, transformer in two phases, two decoder stages); work files and checkpoints go to runs/mini (git-ignored).
 mini-model: install
 	$(BIN)/python -m videogen.mini.train --work runs/mini --out videogen/mini/model
 	$(BIN)/python -m videogen.mini.train --work runs/mini --polish-decoder
