@@ -126,6 +126,16 @@ def train_vae(args, work: Path):
     return vae.eval()
 
 
+def decoder_only(vae) -> list[torch.nn.Parameter]:
+    """Freeze the VAE but its decoder side (post_quant_conv + decoder) and return that side's parameters."""
+    params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+    for q in vae.parameters():
+        q.requires_grad_(False)
+    for q in params:
+        q.requires_grad_(True)
+    return params
+
+
 def polish_decoder(args, work: Path):
     """Fine-tune only the VAE decoder (post_quant_conv + decoder) on posterior modes of the frozen encoder.
 
@@ -138,11 +148,7 @@ def polish_decoder(args, work: Path):
         return
     vae = M.build_vae(args.latent_channels)
     vae.load_state_dict(torch.load(work / "vae_final.pt")["vae"])
-    params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
-    for q in vae.parameters():
-        q.requires_grad_(False)
-    for q in params:
-        q.requires_grad_(True)
+    params = decoder_only(vae)
     torch.manual_seed(args.seed + 6)
     opt = torch.optim.AdamW(params, lr=args.polish_lr, weight_decay=0.0)
     rng = np.random.default_rng(args.seed + 7)
@@ -224,11 +230,7 @@ def adapt_decoder(args, work: Path) -> None:
     n, c, f, h, w = p["latents"].shape
     z_gen = p["latents"].transpose(1, 2).reshape(n * f, c, h, w) * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
     x_real = M.video_to_tensor(p["video"])
-    params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
-    for q in vae.parameters():
-        q.requires_grad_(False)
-    for q in params:
-        q.requires_grad_(True)
+    params = decoder_only(vae)
     torch.manual_seed(args.seed + 10)
     opt = torch.optim.AdamW(params, lr=args.adapt_lr, weight_decay=0.0)
     t0 = time.time()
