@@ -103,8 +103,8 @@ def merge(prompt: str | None, flags: dict[str, Any], preset: str | None,
     if (model_flag is not None and preset_ref is None and not presets.looks_like_path(model_flag)
             and not Path(model_flag).expanduser().exists() and presets.find_preset(model_flag) is not None):
         preset_ref, model_flag = model_flag, None  # `-m wan2.1-t2v-1.3b` names a preset
-    if preset_ref is None and model_flag is None and "model" not in values:
-        preset_ref = "mini"  # the built-in model, with its own render defaults
+    if preset_ref is None and (model_flag == BUILTIN_MODEL or (model_flag is None and "model" not in values)):
+        preset_ref = "mini"  # the built-in model (by default or by name), with its own render defaults
     if preset_ref is not None:
         values.update(presets.load_preset(preset_ref).values)
     values.update(flags)

@@ -44,6 +44,9 @@ def test_merge_order(tmp_path):
     # -m with a preset name means that preset; no model at all means the built-in model's preset
     assert merge("x", {"model": "wan2.1-t2v-1.3b"}, None).frames == 81
     assert merge("x", {}, None).model == "builtin:mini"
+    # naming the built-in model brings its defaults too, as leaving it out does; flags still win
+    assert merge("x", {"model": "builtin:mini"}, None) == merge("x", {}, None)
+    assert merge("x", {"model": "builtin:mini", "steps": 4}, None).steps == 4
 
 
 @pytest.mark.parametrize("text,message", [
