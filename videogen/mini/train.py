@@ -127,12 +127,16 @@ def train_vae(args, work: Path):
 
 
 def decoder_only(vae) -> list[torch.nn.Parameter]:
-    """Freeze the VAE but its decoder side (post_quant_conv + decoder) and return that side's parameters."""
+    """Freeze the VAE but its decoder side (post_quant_conv + decoder), put only the decoder in training mode
+    (no dropout or batch statistics here; eval keeps the encoder deterministic) and return that side's
+    parameters."""
     params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
     for q in vae.parameters():
         q.requires_grad_(False)
     for q in params:
         q.requires_grad_(True)
+    vae.eval()
+    vae.decoder.train()
     return params
 
 
@@ -164,8 +168,6 @@ def polish_decoder(args, work: Path):
     train_combos = data.split_combos()[0]
     last_ck = time.time()
     t0 = time.time()
-    vae.eval()  # no dropout / batch statistics in this VAE; eval keeps the encoder deterministic
-    vae.decoder.train()
     while step < args.polish_steps:
         lr = cosine_lr(opt, args.polish_lr, step, args.polish_steps)
         x = frame_batch(args.vae_batch, rng, train_combos)
@@ -201,18 +203,21 @@ def adapt_decoder(args, work: Path) -> None:
     learns to draw the real clip from it.  Half of each batch stays clean encoder output, so reconstruction
     holds.  The encoder and latent statistics are unchanged.  Writes vae_adapted.pt for `export.swap_decoder`.
     """
+    from .evaluate import DEFAULTS_PATH
     from .export import load
 
     out = work / "vae_adapted.pt"
     if out.exists():
         return
     tok, te, tr, vae, sched, mean, std = load(args.out)
-    defaults = json.loads((Path(__file__).parent / "defaults.json").read_text())
+    defaults = json.loads(DEFAULTS_PATH.read_text())
     steps, guidance = defaults["steps"], defaults["guidance"]
     pairs = work / "adapt_pairs.pt"
     rng = np.random.default_rng(args.seed + 9)
     train_combos = data.split_combos()[0]
-    if not pairs.exists():
+    if pairs.exists():
+        p = torch.load(pairs, weights_only=False)
+    else:
         t0 = time.time()
         videos, lats = [], []
         for i in range(0, args.adapt_clips, 64):
@@ -224,9 +229,9 @@ def adapt_decoder(args, work: Path) -> None:
             start = int(rng.integers(steps * 5 // 8, steps * 7 // 8 + 1))
             lats.append(M.sample(tr, sched, cond, uncond, (1, *x0.shape[1:]), seeds, steps, guidance, x0, start))
             videos.append(b.video)
-        atomic_save({"video": np.concatenate(videos), "latents": torch.cat(lats)}, pairs)
+        p = {"video": np.concatenate(videos), "latents": torch.cat(lats)}
+        atomic_save(p, pairs)
         log(work, f"adapt: {args.adapt_clips} img2img pairs in {time.time() - t0:.0f}s")
-    p = torch.load(pairs, weights_only=False)
     n, c, f, h, w = p["latents"].shape
     z_gen = p["latents"].transpose(1, 2).reshape(n * f, c, h, w) * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
     x_real = M.video_to_tensor(p["video"])
@@ -234,8 +239,6 @@ def adapt_decoder(args, work: Path) -> None:
     torch.manual_seed(args.seed + 10)
     opt = torch.optim.AdamW(params, lr=args.adapt_lr, weight_decay=0.0)
     t0 = time.time()
-    vae.eval()
-    vae.decoder.train()
     half = args.vae_batch // 2
     for step in range(args.adapt_steps):
         cosine_lr(opt, args.adapt_lr, step, args.adapt_steps)
@@ -454,10 +457,7 @@ def train_transformer(args, work: Path, vae, pool, phase: Phase) -> bool:
             extra_caps += b.captions
             lat_all = torch.cat([lat_all, new])
             caps_all = caps_all + b.captions
-        lr = phase.lr * min(1.0, (step + 1) / args.warmup)
-        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / phase.steps)))
-        for g in opt.param_groups:
-            g["lr"] = lr
+        lr = cosine_lr(opt, phase.lr * min(1.0, (step + 1) / args.warmup), step, phase.steps, floor=0.1)
         idx = rng.integers(0, lat_all.shape[0], args.batch)
         x0 = (lat_all[idx].float() - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
         caps = [caps_all[i] if rng.random() >= args.cfg_drop else "" for i in idx]
