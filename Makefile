@@ -18,7 +18,7 @@ test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 lint: install
-	$(BIN)/ruff check videogen cli tests bench
+	$(BIN)/ruff check videogen tests bench
 
 demo: install
 	$(BIN)/videogen generate "a red circle moving left on a black background" --seed 1 -o outputs/demo.mp4 --overwrite

@@ -13,9 +13,7 @@ import yaml
 from videogen.errors import UserError
 from videogen.spec import check_value, spec_field_types
 
-BUILTIN_DIR = Path(__file__).resolve().parent / "presets"
-if not BUILTIN_DIR.is_dir():  # source checkout without an install: presets/ sits beside videogen/
-    BUILTIN_DIR = Path(__file__).resolve().parent.parent / "presets"
+BUILTIN_DIR = Path(__file__).resolve().parent  # the YAML files ship as package data beside this module
 
 MAX_PRESET_BYTES = 256 * 1024
 # Fields a preset may not set: they belong to one render, not to a reusable preset.

@@ -15,8 +15,24 @@ from videogen.cli.batch import batch_command
 
 from videogen.errors import VideogenError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
                   help="Text to video with open latent video diffusion models.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from videogen import __version__
+
+        sys.stdout.write(f"videogen {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Text to video with open latent video diffusion models."""
 presets_app = typer.Typer(no_args_is_help=False, help="List and show presets.")
 app.add_typer(presets_app, name="presets")
 
@@ -133,7 +149,9 @@ def main() -> None:
         sys.stderr.write("interrupted\n")
         code = 130
     except click_errors.ClickException as e:
-        sys.stderr.write(f"error: {e.format_message()}\n")
+        message = e.format_message().strip()
+        if message:  # bare `videogen` raises one with no message after printing the help
+            sys.stderr.write(f"error: {message}\n")
         code = 2
     except VideogenError as e:
         sys.stderr.write(f"error: {e}\n")
