@@ -41,11 +41,12 @@ class Result:
 def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun | None = None,
             allow_different_model: bool = False) -> tuple[RenderSpec, ModelInfo, Path]:
     """Everything that can be checked before loading: the model, the settings it takes, the output path."""
-    from videogen.engine import inspect_model, resolve_device, resolve_dtype, resolve_spec
     from videogen.video import check_output, default_output
 
     if output is not None:
         check_output(output, overwrite)  # a bad path is refused before the model is even looked at
+    from videogen.engine import inspect_model, resolve_device, resolve_dtype, resolve_spec
+
     model_from = spec.extras.get("where", {}).get("model", "--model")
     try:
         info = inspect_model(spec.model)

@@ -75,15 +75,16 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def model_defaults(info: ModelInfo) -> dict[str, tuple[Any, str]]:
-    """Field -> (default value, where it comes from): the family's, then the built-in model's own."""
+    """Field -> (default value, where it comes from): the family's, then those the model folder ships (the
+    built-in model's among them)."""
     d = info.family.defaults_for(info.index)
     out: dict[str, tuple[Any, str]] = {
         name: (getattr(d, name), "the model's default")
         for name in ("frames", "height", "width", "steps", "guidance", "fps", "negative_prompt")}
-    if info.source.path.resolve() == loading.builtin_model_path().resolve():
-        from videogen.settings import builtin_defaults
+    from videogen.settings import MODEL_DEFAULTS, model_folder_defaults
 
-        out.update({k: (v, "the built-in model's default") for k, v in builtin_defaults().items()})
+    label = f"the model's default, {MODEL_DEFAULTS}"
+    out.update({k: (v, label) for k, v in model_folder_defaults(info.source.path).items()})
     out.setdefault("batch_cfg", (False, "the default"))
     return out
 

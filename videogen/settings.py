@@ -1,6 +1,7 @@
 """Where a render's settings come from, in one order for `generate`, `batch` and the Python API:
 
-    the model's defaults < the built-in model's defaults < run record (--from) < preset < flags
+    the family's defaults < the model folder's own (videogen_defaults.json: the built-in model's live there)
+    < run record (--from) < preset < flags
 
 The first two are filled in by `engine.resolve_spec` once the model is known; `merge` does the rest. Every value
 keeps a label saying where it came from (`RenderSpec.extras["where"]`), so that errors name the flag, the preset
@@ -111,10 +112,24 @@ def merge(prompt: str | None, flags: dict[str, Any], preset: Any = None, record:
     return RenderSpec(prompt=prompt, **values, extras={"where": sources})
 
 
-def builtin_defaults() -> dict[str, Any]:
-    """The built-in model's render defaults: videogen/mini/defaults.json, the one place they live (the
-    training and evaluation scripts read the same file)."""
-    from videogen.mini import DEFAULTS_PATH
+MODEL_DEFAULTS = "videogen_defaults.json"  # a model folder's own render defaults, if it ships them
 
-    data = json.loads(DEFAULTS_PATH.read_text(encoding="utf-8"))
-    return {k: check_value(k, v, str(DEFAULTS_PATH)) for k, v in data.items()}
+
+def model_folder_defaults(folder: Path) -> dict[str, Any]:
+    """The render defaults a model folder ships (the built-in model's live there, and only there:
+    videogen/mini/model/videogen_defaults.json, read by the CLI, the API, training and evaluation alike)."""
+    path = folder / MODEL_DEFAULTS
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read the model's render defaults ({type(e).__name__})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the model's render defaults must be a JSON object")
+    allowed = {"negative_prompt", "frames", "height", "width", "steps", "guidance", "guidance_2", "fps",
+               "scheduler", "flow_shift", "batch_cfg", "true_guidance", "max_sequence_length"}
+    for key in data:
+        if key not in allowed:
+            raise UserError(f"{path}: '{key}' is not a render default a model may set")
+    return {k: check_value(k, v, str(path)) for k, v in data.items()}

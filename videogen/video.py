@@ -98,6 +98,10 @@ def check_output(output: Path, overwrite: bool) -> None:
             raise UserError("-o -: stdout is a terminal; pipe it into a file or a player (… -o - > clip.mp4)")
         return
     output_kind(output)
+    existing = output.absolute().parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # folders still to be created are made when the video is written
+    _check_name_lengths(output, existing)
     here = Path.cwd().resolve()
     if output.resolve() == here or output.resolve() in here.parents:
         raise UserError(f"-o {output}: the current folder (or one above it) cannot be replaced by a render; "
@@ -115,10 +119,6 @@ def check_output(output: Path, overwrite: bool) -> None:
         for p in (output, record_path(output)):
             if (p.exists() or p.is_symlink()) and not overwrite:
                 raise UserError(f"output exists: {p} (use --overwrite to replace it, or -o for another path)")
-    parent = output.absolute().parent
-    existing = parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent  # folders still to be created are made when the video is written
     try:
         if not existing.is_dir():
             raise NotADirectoryError(20, "a file is in the way")
@@ -126,7 +126,6 @@ def check_output(output: Path, overwrite: bool) -> None:
             pass
     except OSError as e:
         raise UserError(f"cannot write to output folder {output.parent}: {e.strerror or e}") from None
-    _check_name_lengths(output, existing)
 
 
 def _check_name_lengths(output: Path, existing: Path) -> None:

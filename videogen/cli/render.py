@@ -15,9 +15,10 @@ def render_one(spec: RenderSpec, output: Path | None, *, overwrite: bool, quiet:
     from videogen.cli.progress import RenderProgress
 
     from videogen.api import prepare, render_and_write
-    from videogen.engine import Engine
 
     spec, _info, output = prepare(spec, output, overwrite, rerun, allow_different_model)
+    from videogen.engine import Engine  # torch: only once the output and settings passed their checks
+
     with RenderProgress(enabled=not quiet) as progress:
         engine = Engine.load(spec, progress)
         return render_and_write(engine, spec, output, overwrite, progress).record
