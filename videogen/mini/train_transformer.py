@@ -154,7 +154,7 @@ def train_transformer(args, work: Path, vae, pool: dict, phase: Phase) -> bool:
         if step % args.eval_every == 0 or finished or timed_out:
             t1 = time.time()
             try:
-                res = quick_eval(tok, ema_te, ema_tr, vae, mean, std, args.shift, n=48, steps=16, guidance=2.0)
+                res = quick_eval(tok, ema_te, ema_tr, vae, mean, std, args.shift, n=48)
             except Exception as e:  # never let a broken eval kill a long run
                 res = f"eval failed: {e!r}"
             log(work, f"eval step {step}: {res} ({time.time() - t1:.0f}s)")
