@@ -245,7 +245,7 @@ def test_every_spec_field_is_declared_once_and_every_place_agrees():
         choices = spec.spec_field_types()[name]
         if isinstance(choices, tuple):  # a Literal: the CLI's choices are the same strings
             assert tuple(e.value for e in typing.get_args(typing.get_args(params[name].annotation)[0])[0]) == choices
-    assert engine.ENGINE_FIELDS == tuple(n for n, d in decl.items() if d["kind"] == "engine")
+    assert tuple(n for n, d in decl.items() if d["kind"] == "engine") == engine.ENGINE_FIELDS
     base = spec.RenderSpec(prompt="x")
     for name in engine.ENGINE_FIELDS:  # a change in any engine field needs another engine
         other = {"model": "elsewhere", "device": "cpu", "attention": "sdpa"}.get(name)
