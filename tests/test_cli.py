@@ -237,7 +237,7 @@ def test_every_spec_field_is_declared_once_and_every_place_agrees():
 
     decl = spec.declarations()
     params = inspect.signature(generate, eval_str=True).parameters
-    cli_fields = {n for n in params if n not in NOT_RENDER and n != "allow_different_model"}
+    cli_fields = {n for n in params if n not in NOT_RENDER}
     assert cli_fields == {n for n, d in decl.items() if d["flag"]}
     for name in cli_fields:
         option = typing.get_args(params[name].annotation)[1]
