@@ -108,13 +108,14 @@ def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
 
 
 def relabel(message: str, spec: RenderSpec) -> str:
-    """Rewrite `--frames 81` in a message as `frames 81 (the model's default)` where no flag gave the value."""
+    """Rewrite `--frames 81` in a message as `frames 81 (the model's default)` where no flag gave the value; a
+    flag named without its value is rewritten only where it is the subject (it may be advice: "use --device cpu")."""
     for name, label in spec.extras.get("where", {}).items():
         if label.startswith("--"):
             continue
-        flag, value = "--" + name.replace("_", "-"), getattr(spec, name)
-        pattern = re.escape(flag) + r"(?![\w-])" + (rf"(?: {re.escape(str(value))}(?![\w.]))?" if value is not None else "")
-        message = re.sub(pattern, lambda _m, n=name: where(spec, n), message)
+        flag, value, said = "--" + name.replace("_", "-"), getattr(spec, name), where(spec, name)
+        message = re.sub(re.escape(f"{flag} {value}") + r"(?![\w.-])", lambda _m, s=said: s, message)
+        message = re.sub(r"(^|; )" + re.escape(flag) + r"(?![\w-])", lambda m, s=said: m.group(1) + s, message)
     return message
 
 
@@ -184,7 +185,10 @@ class Engine:
         dtype = resolve_dtype(spec.dtype, device)
         from videogen import options
 
-        options.check(spec, device)  # refuse impossible engine options before reading any weight
+        try:  # refuse impossible engine options before reading any weight, naming where they came from
+            options.check(spec, device)
+        except UserError as e:
+            raise UserError(relabel(str(e), spec)) from None
         if progress:
             progress("load", 0, 1)
         torch.set_flush_denormal(True)  # denormals make small models several times slower on CPUs
