@@ -271,3 +271,14 @@ def test_settings_merge_labels_where_each_value_came_from(tmp_path):
     where = spec.extras["where"]
     assert where["guidance"] == "prompts.jsonl line 3" and where["frames"] == "run record r.json"
     assert where["steps"] == f"preset {preset}, key 'steps'"
+
+
+def test_relabel_names_a_records_value_but_leaves_advice_alone():
+    from videogen.engine import relabel
+    from videogen.settings import merge
+
+    spec = merge("x", {"height": 20}, None, {"spec": {"prompt": "x", "device": "cuda", "frames": 8}}, where="r.json")
+    assert relabel("--device cuda: no GPU; use --device cpu", spec) == \
+        "device cuda (run record r.json): no GPU; use --device cpu"
+    assert relabel("wan: --frames 8 is odd; --height 20 too", spec) == \
+        "wan: frames 8 (run record r.json) is odd; --height 20 too"
