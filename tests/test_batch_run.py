@@ -176,7 +176,7 @@ def test_outputs_of_another_plan_are_not_replaced_silently(tiny_wan, tmp_path, c
 
 
 def test_second_interrupt_aborts_at_once(monkeypatch):
-    from videogen import batch
+    from videogen.batch import run as batch
 
     class Aborted(Exception):
         pass

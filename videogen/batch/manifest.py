@@ -1,0 +1,205 @@
+"""The manifest (one JSON line per finished item, fsynced) and resume: is an item's output done and intact?
+
+"Done" is decided from the files, never from the manifest alone: an item is done when its output exists, its run
+record (the `.json` beside it, or for MP4/WebM the copy in the container's comment tag) belongs to this item, and the
+output is intact (its sha256 equals the one the manifest noted, or, when none was noted because the process died
+between writing the files and the manifest line, it decodes to the recorded frame count and size).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from videogen.batch.plan import Item
+
+MANIFEST = "manifest.jsonl"
+
+
+class Manifest:
+    """An append-only JSON-lines file; every line is one write() and fsynced before the next item starts."""
+
+    def __init__(self, path: Path, run_id: str, rank: int):
+        self.path, self.run_id, self.rank, self.count = path, run_id, rank, 0
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        size = os.fstat(self.fd).st_size
+        if size:  # a process killed mid-line leaves no newline: start on a fresh line
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    os.write(self.fd, b"\n")
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self.count += 1
+        line = {"id": f"{self.run_id}-{self.rank}-{self.count}", "time": _now(), "rank": self.rank, **entry}
+        os.write(self.fd, (json.dumps(line, ensure_ascii=False) + "\n").encode())
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:  # closing twice could close a descriptor the number was reused for
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """The lines of a manifest; a torn or foreign line is skipped."""
+    out = []
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    for line in text.split("\n"):
+        with contextlib.suppress(ValueError):
+            obj = json.loads(line)
+            if isinstance(obj, dict) and "id" in obj:
+                out.append(obj)
+    return out
+
+
+def shard_paths(out_dir: Path) -> list[Path]:
+    return sorted(out_dir.glob("manifest.rank*.jsonl"))
+
+
+def merge_shards(out_dir: Path) -> None:
+    """Fold every rank's shard into manifest.jsonl (atomic rewrite), then drop the shards.
+
+    Lines carry unique ids, so a merge that was killed after the rewrite but before the shards were removed is
+    simply repeated without duplicating anything."""
+    for stale in out_dir.glob(f".{MANIFEST}.partial-*"):  # a merge killed half-way
+        stale.unlink(missing_ok=True)
+    shards = shard_paths(out_dir)
+    if not shards:
+        return
+    main = out_dir / MANIFEST
+    lines = read_manifest(main)
+    ids = {line["id"] for line in lines}
+    new = [line for shard in shards for line in read_manifest(shard) if line["id"] not in ids]
+    new.sort(key=lambda line: (str(line.get("time")), str(line["id"])))
+    if new:
+        tmp = out_dir / f".{MANIFEST}.partial-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines + new)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, main)
+    for shard in shards:
+        shard.unlink(missing_ok=True)
+
+
+def known_hashes(out_dir: Path) -> dict[tuple[str, str], str]:
+    """(output name, item key) -> sha256 of the output, from every done/skipped line of every manifest."""
+    out: dict[tuple[str, str], str] = {}
+    for path in [out_dir / MANIFEST, *shard_paths(out_dir)]:
+        for line in read_manifest(path):
+            if line.get("state") in ("done", "skipped") and line.get("sha256") and line.get("output"):
+                out[(Path(str(line["output"])).name, str(line.get("key")))] = str(line["sha256"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resume: is an item done?
+
+
+@dataclass
+class Status:
+    state: str  # "done" | "todo" | "conflict"
+    reason: str = ""
+    recovered: bool = False  # complete files that no manifest line reports (the process died right after)
+    sha256: str | None = None
+
+
+def file_sha256(path: Path) -> str | None:
+    if path.is_dir():
+        return None  # a PNG folder is checked by decoding it
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_record(item: Item) -> tuple[dict[str, Any] | None, bool]:
+    """(record, came from the comment tag)."""
+    from videogen.video import read_comment, record_path
+
+    rec = record_path(item.output)
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(rec.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            return data, False
+    if item.output.suffix.lower() in (".mp4", ".webm") and item.output.is_file():
+        comment = read_comment(item.output)
+        with contextlib.suppress(ValueError, TypeError):
+            data = json.loads(comment or "")
+            if isinstance(data, dict):
+                return data, True
+    return None, False
+
+
+def inspect_item(item: Item, hashes: dict[tuple[str, str], str], repair: bool = True) -> Status:
+    from videogen.video import read_frames, record_path
+
+    out = item.output
+    if not (out.exists() or out.is_symlink()):
+        return Status("todo", "not rendered yet")
+    record, from_comment = _read_record(item)
+    if record is None:
+        return Status("todo", "output without a readable run record")
+    batch = record.get("batch") if isinstance(record.get("batch"), dict) else {}
+    if batch.get("key") != item.key:
+        return Status("conflict", "holds another render" if batch else "holds a render that is not this batch's")
+    known = hashes.get((out.name, item.key))
+    sha = file_sha256(out) if out.is_file() else None
+    if known is not None and sha is not None:
+        if sha != known:
+            return Status("todo", "output corrupt (checksum differs)")
+    else:  # no checksum noted: decode it
+        try:
+            frames, _fps = read_frames(out)
+        except Exception:  # any failure to decode is a corrupt file, whatever the decoder raises
+            return Status("todo", "output corrupt (cannot decode)")
+        want = (record.get("frames"), record.get("height"), record.get("width"))
+        if (len(frames), frames.shape[1], frames.shape[2]) != want:
+            return Status("todo", f"output corrupt ({len(frames)} frames of {want[0]})")
+    if from_comment and repair:  # the process died between the video and its record: write the record now
+        _write_atomic(record_path(out), json.dumps(record, indent=2, ensure_ascii=False))
+    return Status("done", "intact", recovered=known is None, sha256=sha)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def clean_stale(item: Item) -> None:
+    """Temporary files of this item left by a killed process (the caller holds the folder's lock for its rank)."""
+    name = item.output.name
+    for pattern in (f".{name}.partial-*", f".{name}.json.partial-*", f".{name}.old-*"):
+        for p in item.output.parent.glob(pattern):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def remove_output(item: Item) -> None:
+    from videogen.video import record_path
+
+    out = item.output
+    if out.is_dir() and not out.is_symlink():
+        shutil.rmtree(out)
+    elif out.exists() or out.is_symlink():
+        out.unlink()
+    with contextlib.suppress(OSError):
+        record_path(out).unlink()
