@@ -15,16 +15,19 @@ from videogen.batch.manifest import (
                                      inspect_item,
                                      known_hashes,
                                      merge_shards,
+                                     orphans,
                                      read_manifest,
 )
 from videogen.batch.plan import (
                                      Item,
+                                     State,
                                      build_plan,
-                                     check_models,
+                                     check_items,
                                      derive_seed,
                                      item_key,
                                      output_name,
                                      parse_seeds,
+    with_values,
 )
 from videogen.batch.prompts import (
                                      ITEM_KEYS,
@@ -35,10 +38,10 @@ from videogen.batch.prompts import (
                                      read_prompt_file,
 )
 from videogen.batch.ranks import FolderLock, Ranks, init_ranks, launched_ranks
-from videogen.batch.run import Disagree, Outcome, Reporter, _two_stage_interrupt, run_batch
+from videogen.batch.run import Disagree, Outcome, Reporter, Result, _two_stage_interrupt, run_batch
 
 __all__ = ["ITEM_KEYS", "MANIFEST", "MAX_ITEMS", "MAX_PROMPT_CHARS", "Disagree", "Entry", "FolderLock", "Item",
-           "Manifest", "Outcome", "Ranks", "Reporter", "Status", "_two_stage_interrupt", "build_plan",
-           "check_models", "check_prompt", "derive_seed", "init_ranks", "inspect_item", "item_key",
-           "known_hashes", "launched_ranks", "merge_shards", "output_name", "parse_seeds", "read_manifest",
-           "read_prompt_file", "run_batch"]
+           "Manifest", "Outcome", "Ranks", "Reporter", "Result", "State", "Status", "_two_stage_interrupt",
+           "build_plan", "check_items", "check_prompt", "derive_seed", "init_ranks", "inspect_item", "item_key",
+           "known_hashes", "launched_ranks", "merge_shards", "orphans", "output_name", "parse_seeds",
+           "read_manifest", "read_prompt_file", "run_batch", "with_values"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import time
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from videogen.batch.gallery import Gallery, write_poster
 from videogen.batch.manifest import (
     MANIFEST,
     Manifest,
@@ -23,7 +25,7 @@ from videogen.batch.manifest import (
     merge_shards,
     remove_output,
 )
-from videogen.batch.plan import Item
+from videogen.batch.plan import Item, State
 from videogen.batch.prompts import cap
 from videogen.batch.ranks import FolderLock, Ranks, init_ranks
 from videogen.errors import UserError
@@ -33,7 +35,7 @@ from videogen.spec import RenderSpec
 @dataclass
 class Outcome:
     index: int
-    state: str  # done | skipped | failed | interrupted
+    state: State  # DONE, SKIPPED, FAILED or INTERRUPTED
     output: str
     seed: int
     prompt: str
@@ -52,25 +54,32 @@ class Reporter:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_batch(items: list[Item], out_dir: Path, batch_file: str, *, overwrite: bool,
-              make_reporter: Callable[[Ranks, int], Reporter]) -> tuple[int, list[Outcome], Ranks]:
-    """Run this process's share of the plan. Returns (exit code, outcomes of every rank, ranks).
+@dataclass
+class Result:
+    code: int  # 0 all done, 1 some item failed (or the disk is full), 130 interrupted
+    outcomes: list[Outcome]  # of every rank, in plan order
+    ranks: Ranks
+    stopped: str | None = None  # why the batch stopped before its end (disk full), one line
 
-    Exit code: 0 all done, 1 some item failed, 130 interrupted. A folder that cannot be used (locked by another
-    batch, holding other renders) raises UserError on the rank that found it and Disagree on the others.
-    """
+
+def run_batch(items: list[Item], out_dir: Path, batch_file: str, *, overwrite: bool,
+              make_reporter: Callable[[Ranks, int], Reporter]) -> Result:
+    """Run this process's share of the plan.
+
+    A folder that cannot be used (locked by another batch, holding other renders) raises UserError on the rank that
+    found it and Disagree on the others."""
     devices = {item.spec.device for item in items}
     ranks = init_ranks(next((d for d in sorted(devices) if d.startswith("cuda:")), items[0].spec.device))
     lock = FolderLock(out_dir, ranks.rank)
-    manifest: Manifest | None = None
-    outcomes: list[Outcome] = []
+    order = {item.key: item.index for item in items}
+    run: Run | None = None
     try:
         error = None
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             lock.acquire()
             if ranks.rank == 0:  # shards of a killed multi-rank run: fold them in before anyone appends
-                merge_shards(out_dir)
+                merge_shards(out_dir, order)
         except UserError as e:
             error = str(e)
         except OSError as e:
@@ -82,7 +91,7 @@ def run_batch(items: list[Item], out_dir: Path, batch_file: str, *, overwrite: b
         for item in mine:
             clean_stale(item)
             statuses[item.index] = inspect_item(item, hashes)
-        conflicts = [it for it in mine if statuses[it.index].state == "conflict"]
+        conflicts = [it for it in mine if statuses[it.index].state is State.CONFLICT]
         error = None
         if conflicts and not overwrite:
             first = conflicts[0]
@@ -90,26 +99,35 @@ def run_batch(items: list[Item], out_dir: Path, batch_file: str, *, overwrite: b
                      f"({statuses[first.index].reason}); use --overwrite to replace them, or another --output-dir")
         _agree(ranks, error)
         name = MANIFEST if ranks.world == 1 else f"manifest.rank{ranks.rank}.jsonl"
-        manifest = Manifest(out_dir / name, new_run_id(), ranks.rank)
-        report = make_reporter(ranks, len(mine))
+        gallery = Gallery(out_dir, items, batch_file) if ranks.rank == 0 else None
+        run = Run(Manifest(out_dir / name, new_run_id(), ranks.rank), make_reporter(ranks, len(mine)), gallery)
+        stopped = None
         with _two_stage_interrupt():
             try:
-                run_items(mine, statuses, manifest, batch_file, report, outcomes)
+                if gallery is not None:
+                    gallery.write()
+                stopped = run_items(mine, statuses, run, batch_file)
             except KeyboardInterrupt:
-                return 130, outcomes, ranks
-        manifest.close()
-        everyone = [Outcome(**o) for part in ranks.gather([vars(o) for o in outcomes]) for o in part]
+                return Result(130, run.outcomes, ranks)
+        run.manifest.close()
+        parts = ranks.gather(([vars(o) for o in run.outcomes], stopped))
+        everyone = [Outcome(**o) for part, _ in parts for o in part]
+        stopped = next((why for _, why in parts if why), None)
         ranks.barrier()
-        if ranks.rank == 0 and ranks.world > 1:
-            merge_shards(out_dir)
+        if ranks.rank == 0:
+            with contextlib.suppress(OSError):  # a full disk keeps the appended manifest: valid, only longer
+                merge_shards(out_dir, order)
+                if gallery is not None:
+                    gallery.write()
         everyone.sort(key=lambda o: o.index)
-        return (1 if any(o.state == "failed" for o in everyone) else 0), everyone, ranks
+        code = 1 if stopped or any(o.state is State.FAILED for o in everyone) else 0
+        return Result(code, everyone, ranks, stopped)
     except BaseException:
         ranks.close()
         raise
     finally:
-        if manifest is not None:
-            manifest.close()
+        if run is not None:
+            run.manifest.close()
         lock.release()
 
 
@@ -152,22 +170,46 @@ def _two_stage_interrupt() -> Iterator[None]:
             signal.signal(sig, h)
 
 
-def run_items(items: list[Item], statuses: dict[int, Status], manifest: Manifest, batch_file: str,
-              report: Reporter, outcomes: list[Outcome]) -> None:
-    """Render this rank's items that are not done, loading each engine once; outcomes are appended as they end.
+@dataclass
+class Run:
+    """One rank's run in progress: where the end of each item is told."""
+
+    manifest: Manifest
+    report: Reporter
+    gallery: Gallery | None
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def finish(self, item: Item, state: State, *, seconds: float = 0.0, error: str = "",
+               line: dict[str, Any] | None = None) -> None:
+        """The one way an item ends: its manifest line (fsynced; none for an item done before), its outcome,
+        what the command shows, and the gallery."""
+        if line is not None:
+            self.manifest.append(_line(item, line.pop("state", state), seconds=seconds, error=error or None, **line))
+        outcome = Outcome(item.index, state, str(item.output), item.spec.seed or 0, item.spec.prompt, seconds, error)
+        self.outcomes.append(outcome)
+        self.report.item_finished(outcome)
+        if self.gallery is not None:
+            self.gallery.write()
+
+
+def run_items(items: list[Item], statuses: dict[int, Status], run: Run, batch_file: str) -> str | None:
+    """Render this rank's items that are not done, loading each engine once. Returns why it stopped early (the
+    disk is full: every next item would fail the same way), or None.
 
     Raises KeyboardInterrupt after recording the interrupted item (the caller exits 130)."""
-    for item in items:
-        st = statuses[item.index]
-        if st.state == "done":
-            # Complete files that no manifest line reports: the render finished just before a crash. Record it
-            # as done now (once), so the manifest says each item was rendered exactly once.
-            state = "done" if st.recovered else "skipped"
-            manifest.append(_line(item, state, sha256=st.sha256, recovered=st.recovered or None))
-            o = Outcome(item.index, "skipped", str(item.output), item.spec.seed or 0, item.spec.prompt)
-            outcomes.append(o)
-            report.item_finished(o)
-    todo = [item for item in items if statuses[item.index].state != "done"]
+    try:
+        for item in items:
+            st = statuses[item.index]
+            if st.state is State.DONE:
+                # Complete files that no manifest line reports: the render finished just before a crash. Record
+                # it as done now (once); an item the manifest already reports keeps its line.
+                line = {"state": State.DONE, "sha256": st.sha256, "recovered": True} if st.recovered else None
+                run.finish(item, State.SKIPPED, line=line)
+    except OSError as e:
+        if (full := disk_full(e, items[0])) is None:
+            raise
+        return full
+    todo = [item for item in items if statuses[item.index].state is not State.DONE]
     # Items needing the same engine run together, in file order, so each model loads once.
     first_use: dict[tuple[Any, ...], int] = {}
     for item in todo:
@@ -180,40 +222,47 @@ def run_items(items: list[Item], statuses: dict[int, Status], manifest: Manifest
     try:
         for n, item in enumerate(todo, start=1):
             current, start = item, time.perf_counter()
-            report.item_started(item, n, len(todo))
+            run.report.item_started(item, n, len(todo))
             try:
                 key = _engine_key(item.spec)
                 if key in failed_loads:
                     raise _LoadFailed(failed_loads[key])
                 if engine is None or not engine.accepts(item.spec):
                     engine = None  # free the previous model before loading the next
-                    engine = _load(item.spec, report, failed_loads)
-                record = render_item(engine, item, batch_file, report)
-            except Exception as e:  # the item failed: record it and go on with the next one
-                error = describe_error(e)
-                seconds = time.perf_counter() - start
-                manifest.append(_line(item, "failed", seconds=seconds, error=error))
+                    engine = _load(item.spec, run.report, failed_loads)
+                record = render_item(engine, item, batch_file, run.report)
                 current = None
-                o = Outcome(item.index, "failed", str(item.output), item.spec.seed or 0, item.spec.prompt,
-                            seconds, error)
-                outcomes.append(o)
-                report.item_finished(o)
+                run.finish(item, State.DONE, seconds=time.perf_counter() - start,
+                           line={"sha256": file_sha256(item.output), "timings": record.get("timings"),
+                                 "frames_sha256": record.get("frames_sha256")})
+            except Exception as e:  # the item failed: record it and go on with the next one
+                full = disk_full(e, item)
+                error = full or describe_error(e)
+                current = None
+                with contextlib.suppress(OSError) if full else contextlib.nullcontext():
+                    run.finish(item, State.FAILED, seconds=time.perf_counter() - start, error=error, line={})
+                if full:
+                    return full
                 _free_memory(e)
-                continue
-            seconds = time.perf_counter() - start
-            manifest.append(_line(item, "done", sha256=file_sha256(item.output), seconds=seconds,
-                                  timings=record.get("timings"), record=record))
-            current = None
-            o = Outcome(item.index, "done", str(item.output), item.spec.seed or 0, item.spec.prompt, seconds)
-            outcomes.append(o)
-            report.item_finished(o)
     except KeyboardInterrupt:
         if current is not None:
-            seconds = time.perf_counter() - start
-            manifest.append(_line(current, "interrupted", seconds=seconds, error="interrupted (Ctrl-C or SIGTERM)"))
-            outcomes.append(Outcome(current.index, "interrupted", str(current.output), current.spec.seed or 0,
-                                    current.spec.prompt, seconds, "interrupted"))
+            run.finish(current, State.INTERRUPTED, seconds=time.perf_counter() - start,
+                       error="interrupted (Ctrl-C or SIGTERM)", line={})
         raise
+    return None
+
+
+def disk_full(e: BaseException, item: Item) -> str | None:
+    """One line for a full disk (or quota), naming where the batch was writing; None for any other error."""
+    text = str(e)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        path = e.filename or item.output
+    elif "No space left on device" in text or "Disk quota exceeded" in text:  # ffmpeg's words for it
+        path = item.output
+    else:
+        return None
+    return (f"disk full writing {path}: no space left on the device; free some space, then rerun the same "
+            "command to resume")
 
 
 class _LoadFailed(Exception):
@@ -248,6 +297,7 @@ def render_item(engine: Any, item: Item, batch_file: str, report: Reporter) -> d
     record["batch"] = {"file": batch_file, "where": item.where, "index": item.index, "key": item.key}
     remove_output(item)  # a corrupt or foreign file that resume decided to replace
     write_video(result.frames, item.output, result.spec.fps or 16, record, crf=item.spec.crf, overwrite=False)
+    write_poster(result.frames, item.output)
     record["timings"] = {**record["timings"], "write": round(time.perf_counter() - start, 4)}
     if report.progress:
         report.progress("write", 1, 1)
@@ -285,9 +335,6 @@ def _line(item: Item, state: str, **extra: Any) -> dict[str, Any]:
                             "record": str(record_path(item.output)), "key": item.key, "where": item.where}
     if "seconds" in extra:
         extra["seconds"] = round(extra["seconds"], 3)
-    record = extra.pop("record", None)
-    if record is not None:
-        line["frames_sha256"] = record.get("frames_sha256")
     line.update({k: v for k, v in extra.items() if v is not None})
     return line
 
