@@ -4,6 +4,7 @@ file descriptors 3 (to the browser) and 4 (from it)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -106,10 +107,8 @@ class Browser:
         return out
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, RuntimeError, TimeoutError, EOFError):
             self.send("Browser.close", timeout=10)
-        except (OSError, RuntimeError, TimeoutError, EOFError):
-            pass
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,16 @@ def write_poster(frames: np.ndarray, output: Path) -> None:
         image = image.resize((POSTER_WIDTH, max(1, round(image.height * POSTER_WIDTH / image.width))))
     path = poster_path(output)
     path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     image.save(tmp, format="JPEG", quality=85)
     tmp.replace(path)
+
+
+def clean_stale(out_dir: Path) -> None:
+    """The page's and posters' temporary files left by a killed process (rank 0 holds its lock)."""
+    for stale in [*out_dir.glob(f".{INDEX}.partial-*"), *(out_dir / THUMBS).glob(".*.partial-*")]:
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 class Gallery:
@@ -60,8 +68,12 @@ class Gallery:
                 latest[str(line.get("key"))] = line
         return latest
 
+    @property
+    def index(self) -> Path:
+        return self.out_dir / INDEX
+
     def write(self) -> None:
-        write_atomic(self.out_dir / INDEX, self.render())
+        write_atomic(self.index, self.render())
 
     def render(self) -> str:
         lines = self.states()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from videogen.batch.gallery import Gallery, write_poster
+from videogen.batch.gallery import clean_stale as clean_gallery
 from videogen.batch.manifest import (
     MANIFEST,
     Manifest,
@@ -80,6 +81,7 @@ def run_batch(items: list[Item], out_dir: Path, batch_file: str, *, overwrite: b
             lock.acquire()
             if ranks.rank == 0:  # shards of a killed multi-rank run: fold them in before anyone appends
                 merge_shards(out_dir, order)
+                clean_gallery(out_dir)
         except UserError as e:
             error = str(e)
         except OSError as e:
@@ -105,8 +107,13 @@ def run_batch(items: list[Item], out_dir: Path, batch_file: str, *, overwrite: b
         with _two_stage_interrupt():
             try:
                 if gallery is not None:
-                    gallery.write()
-                stopped = run_items(mine, statuses, run, batch_file)
+                    try:
+                        gallery.write()  # every item pending, before the first render
+                    except OSError as e:
+                        if (stopped := disk_full(e, gallery.index)) is None:
+                            raise
+                if stopped is None:
+                    stopped = run_items(mine, statuses, run, batch_file)
             except KeyboardInterrupt:
                 return Result(130, run.outcomes, ranks)
         run.manifest.close()
@@ -180,7 +187,7 @@ class Run:
     outcomes: list[Outcome] = field(default_factory=list)
 
     def finish(self, item: Item, state: State, *, seconds: float = 0.0, error: str = "",
-               line: dict[str, Any] | None = None) -> None:
+               line: dict[str, Any] | None = None, gallery: bool = True) -> None:
         """The one way an item ends: its manifest line (fsynced; none for an item done before), its outcome,
         what the command shows, and the gallery."""
         if line is not None:
@@ -188,7 +195,7 @@ class Run:
         outcome = Outcome(item.index, state, str(item.output), item.spec.seed or 0, item.spec.prompt, seconds, error)
         self.outcomes.append(outcome)
         self.report.item_finished(outcome)
-        if self.gallery is not None:
+        if gallery and self.gallery is not None:
             self.gallery.write()
 
 
@@ -204,9 +211,11 @@ def run_items(items: list[Item], statuses: dict[int, Status], run: Run, batch_fi
                 # Complete files that no manifest line reports: the render finished just before a crash. Record
                 # it as done now (once); an item the manifest already reports keeps its line.
                 line = {"state": State.DONE, "sha256": st.sha256, "recovered": True} if st.recovered else None
-                run.finish(item, State.SKIPPED, line=line)
+                run.finish(item, State.SKIPPED, line=line, gallery=False)  # the page already shows it done
+        if run.gallery is not None and any(statuses[item.index].recovered for item in items):
+            run.gallery.write()
     except OSError as e:
-        if (full := disk_full(e, items[0])) is None:
+        if (full := disk_full(e, items[0].output)) is None:
             raise
         return full
     todo = [item for item in items if statuses[item.index].state is not State.DONE]
@@ -236,13 +245,15 @@ def run_items(items: list[Item], statuses: dict[int, Status], run: Run, batch_fi
                            line={"sha256": file_sha256(item.output), "timings": record.get("timings"),
                                  "frames_sha256": record.get("frames_sha256")})
             except Exception as e:  # the item failed: record it and go on with the next one
-                full = disk_full(e, item)
-                error = full or describe_error(e)
                 current = None
-                with contextlib.suppress(OSError) if full else contextlib.nullcontext():
-                    run.finish(item, State.FAILED, seconds=time.perf_counter() - start, error=error, line={})
-                if full:
-                    return full
+                seconds = time.perf_counter() - start
+                if full := disk_full(e, item.output):  # every next item would fail the same way: stop here
+                    with contextlib.suppress(OSError):  # the manifest line too may find no room
+                        run.manifest.append(_line(item, State.FAILED, seconds=seconds, error=full))
+                    run.outcomes.append(Outcome(item.index, State.FAILED, str(item.output), item.spec.seed or 0,
+                                                item.spec.prompt, seconds, full))
+                    return full  # told once, by the caller, as the batch's error
+                run.finish(item, State.FAILED, seconds=seconds, error=describe_error(e), line={})
                 _free_memory(e)
     except KeyboardInterrupt:
         if current is not None:
@@ -252,13 +263,13 @@ def run_items(items: list[Item], statuses: dict[int, Status], run: Run, batch_fi
     return None
 
 
-def disk_full(e: BaseException, item: Item) -> str | None:
+def disk_full(e: BaseException, writing: Path) -> str | None:
     """One line for a full disk (or quota), naming where the batch was writing; None for any other error."""
     text = str(e)
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-        path = e.filename or item.output
+        path = e.filename or writing
     elif "No space left on device" in text or "Disk quota exceeded" in text:  # ffmpeg's words for it
-        path = item.output
+        path = writing
     else:
         return None
     return (f"disk full writing {path}: no space left on the device; free some space, then rerun the same "
