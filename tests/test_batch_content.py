@@ -85,7 +85,7 @@ def test_an_item_value_the_model_refuses_names_its_file_and_line(tiny_wan, tmp_p
     res = run_cli("batch", "p.jsonl", "-o", "out", "-m", tiny_wan, "--height", "16", cwd=tmp_path, env=ENV)
     assert res.code == 2
     assert res.err.startswith(f"error: {Path('p.jsonl')}:2: ") and res.err.count("\n") == 1, res.err
-    assert "'width' 33" in res.err and "--width" not in res.err, res.err
+    assert "width 33 (set on this line)" in res.err and "--width" not in res.err, res.err
     assert not (tmp_path / "out").exists()  # refused before anything was written or loaded
 
 

@@ -202,11 +202,10 @@ def inspect_item(item: Item, hashes: dict[tuple[str, str], str], repair: bool = 
 
 def clean_stale(item: Item) -> None:
     """Temporary files of this item left by a killed process (the caller holds the folder's lock for its rank)."""
-    name = item.output.name
-    for pattern in (f".{name}.partial-*", f".{name}.json.partial-*", f".{name}.old-*"):
-        for p in item.output.parent.glob(pattern):
-            with contextlib.suppress(OSError):
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    from videogen.video import clean_stale_partials, record_path
+
+    clean_stale_partials(item.output)
+    clean_stale_partials(record_path(item.output))
 
 
 def remove_output(item: Item) -> None:

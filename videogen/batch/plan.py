@@ -20,6 +20,7 @@ from videogen.spec import RenderSpec, check_value
 MAX_SEEDS = 10_000
 SLUG_CHARS = 40
 HASH_CHARS = 10  # of the content key, in output names
+ITEM_LABEL = "set on this line"  # where an item's own value came from, in messages
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -108,6 +109,9 @@ def build_plan(entries: list[Entry], make_spec: Callable[[str, dict[str, Any]], 
             spec = make_spec(entry.prompt, dict(entry.fields))
         except UserError as e:
             raise UserError(cap(f"{entry.where}: {e}")) from None
+        if entry.fields:  # errors found later name the line's own values as such, not as flags never typed
+            sources = {**spec.extras.get("where", {}), **dict.fromkeys(entry.fields, ITEM_LABEL)}
+            spec = with_values(spec, extras={**spec.extras, "where": sources})
         if "seed" in entry.fields:
             item_seeds = [entry.fields["seed"]]
         elif seeds is not None:
@@ -151,7 +155,4 @@ def check_items(items: list[Item]) -> None:
                 resolve_spec(item.spec, infos[item.spec.model])
                 checked.add(shape)
         except UserError as e:
-            message = str(e)
-            for name in item.fields:  # the value came from the line, not from a flag the user never typed
-                message = message.replace(f"--{name.replace('_', '-')} ", f"'{name}' ")
-            raise UserError(cap(f"{item.where}: {message}")) from None
+            raise UserError(cap(f"{item.where}: {e}")) from None

@@ -268,7 +268,7 @@ def disk_full(e: BaseException, writing: Path) -> str | None:
     text = str(e)
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         path = e.filename or writing
-    elif "No space left on device" in text or "Disk quota exceeded" in text:  # ffmpeg's words for it
+    elif "no space left" in text.lower() or "disk quota exceeded" in text.lower():  # ffmpeg's or write_video's
         path = writing
     else:
         return None
@@ -302,14 +302,12 @@ def render_item(engine: Any, item: Item, batch_file: str, report: Reporter) -> d
     result = engine.render(item.spec, report.progress)
     if report.progress:
         report.progress("write", 0, 1)
-    start = time.perf_counter()
     record = dict(result.record)
     record["frames_sha256"] = hashlib.sha256(result.frames.tobytes()).hexdigest()
     record["batch"] = {"file": batch_file, "where": item.where, "index": item.index, "key": item.key}
     remove_output(item)  # a corrupt or foreign file that resume decided to replace
     write_video(result.frames, item.output, result.spec.fps or 16, record, crf=item.spec.crf, overwrite=False)
     write_poster(result.frames, item.output)
-    record["timings"] = {**record["timings"], "write": round(time.perf_counter() - start, 4)}
     if report.progress:
         report.progress("write", 1, 1)
     return record
