@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+import typing
 from typing import Any, Literal, get_args
 
 from videogen.errors import UserError
@@ -39,6 +40,10 @@ class RenderSpec:
     max_sequence_length: int | None = None
     image: str | None = None
     last_image: str | None = None
+    # Exact schedule: sigmas before the flow shift, handed to the scheduler's set_timesteps(sigmas=...).
+    sigmas: tuple[float, ...] | None = None
+    # LoRAs merged into the denoiser, each "PATH[:WEIGHT][@high|@low|@both]" (videogen/lora/refs.py).
+    loras: tuple[str, ...] = ()
     # Engine options: they change speed and memory, and (for dtype, device, cache, quantize) the output.
     device: str = "auto"
     dtype: Dtype = "auto"
@@ -65,8 +70,7 @@ class RenderSpec:
 
 
 def spec_field_types() -> dict[str, Any]:
-    """Field name -> the plain type (int, float, str, bool, or a tuple of allowed strings)."""
-    import typing
+    """Field name -> the plain type (int, float, str, bool, a tuple of allowed strings, or tuple[T, ...])."""
 
     hints = typing.get_type_hints(RenderSpec)
     out: dict[str, Any] = {}
@@ -78,8 +82,10 @@ def spec_field_types() -> dict[str, Any]:
             out[f.name] = tuple(get_args(hint))
             continue
         args = [a for a in get_args(hint) if a is not type(None)] or [hint]
-        base = args[0]
-        if typing.get_origin(base) is Literal:
+        base = hint if typing.get_origin(hint) is tuple else args[0]
+        if typing.get_origin(base) is tuple:
+            out[f.name] = base  # a list field: tuple[item type, ...]
+        elif typing.get_origin(base) is Literal:
             out[f.name] = tuple(get_args(base))
         else:
             out[f.name] = base
@@ -104,6 +110,28 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def _check_list(name: str, value: Any, item: type, where: str) -> tuple[Any, ...]:
+    """A list field (YAML/JSON list, or a tuple from a flag) -> a tuple of checked items."""
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise UserError(f"{where}: '{name}' must be a list, not {value!r}")
+    out = []
+    for v in value:
+        if item is float and (isinstance(v, bool) or not isinstance(v, int | float) or v != v):
+            raise UserError(f"{where}: '{name}' must be a list of numbers, not {value!r}")
+        if item is str and not isinstance(v, str):
+            raise UserError(f"{where}: '{name}' must be a list of strings, not {value!r}")
+        out.append(float(v) if item is float else v)
+    if name == "loras":
+        from videogen.lora.refs import parse_ref
+
+        return tuple(parse_ref(v, where).canonical() for v in out)
+    if name == "sigmas":
+        if not out or any(not 0.0 <= v <= 1.0 for v in out) or any(a <= b for a, b in zip(out, out[1:])):
+            raise UserError(f"{where}: 'sigmas' must be a non-empty, strictly decreasing list of values in [0, 1], "
+                            f"not {list(value)!r}")
+    return tuple(out)
+
+
 def check_value(name: str, value: Any, where: str) -> Any:
     """Type- and range-check one field value; return it coerced (int -> float where a float is wanted)."""
     types = spec_field_types()
@@ -112,6 +140,8 @@ def check_value(name: str, value: Any, where: str) -> Any:
     want = types[name]
     if value is None:
         return None
+    if typing.get_origin(want) is tuple:
+        return _check_list(name, value, get_args(want)[0], where)
     if isinstance(want, tuple):
         if value not in want:
             raise UserError(f"{where}: '{name}' must be one of {', '.join(map(str, want))}, not {value!r}")

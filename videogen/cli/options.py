@@ -56,7 +56,11 @@ Fps = Annotated[int | None, typer.Option("--fps", help="Frames per second of the
 Image = Annotated[Path | None, typer.Option("--image", "-i", help="First frame, for image-to-video models.", rich_help_panel=R)]
 LastImage = Annotated[Path | None, typer.Option("--last-image", help="Last frame, for first-last-frame models.", rich_help_panel=R)]
 Scheduler = Annotated[str | None, typer.Option("--scheduler", help="unipc | euler | dpm++ (default: the model's own).", rich_help_panel=R)]
-FlowShift = Annotated[float | None, typer.Option("--flow-shift", help="Flow-matching timestep shift.", rich_help_panel=R)]
+FlowShift = Annotated[float | None, typer.Option("--flow-shift", "--shift", help="Flow-matching timestep shift.", rich_help_panel=R)]
+# --- LoRA and exact schedules (issue 16) ---
+L = "LoRA and schedule"
+Lora = Annotated[list[str] | None, typer.Option("--lora", metavar="PATH:WEIGHT@EXPERT", help="LoRA .safetensors file, repeatable: PATH, PATH:WEIGHT (default 1) or PATH:WEIGHT@EXPERT, EXPERT high, low or both (default; Wan 2.2 A14B's two experts).", rich_help_panel=L)]
+Sigmas = Annotated[str | None, typer.Option("--sigmas", metavar="LIST", help="Exact schedule: comma-separated sigmas before the --shift, e.g. 1,0.75,0.5,0.25 (sets --steps).", rich_help_panel=L)]
 MaxTokens = Annotated[int | None, typer.Option("--max-sequence-length", help="Text tokens given to the model.", rich_help_panel=R)]
 Crf = Annotated[int | None, typer.Option("--crf", help="Video quality for MP4/WebM (0 best .. 51 worst; default 18).", rich_help_panel=R)]
 Device = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N", rich_help_panel=E)]
@@ -78,12 +82,23 @@ def flag_values(**flags: Any) -> dict[str, Any]:
     for name, value in flags.items():
         if value is None:
             continue
+        if name == "sigmas":
+            value = parse_sigmas(value)
+        elif name == "loras":
+            value = tuple(value)
         if isinstance(value, Enum):
             value = value.value
         elif isinstance(value, Path):
             value = str(value)
         out[name] = check_value(name, value, f"--{name.replace('_', '-')}")
     return out
+
+
+def parse_sigmas(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UserError(f"--sigmas: '{text}' is not a comma-separated list of numbers") from None
 
 
 def merge(prompt: str | None, flags: dict[str, Any], preset: str | None,
@@ -115,4 +130,8 @@ def merge(prompt: str | None, flags: dict[str, Any], preset: str | None,
         prompt = record.get("prompt") if record else None
     if prompt is None:
         raise UserError("missing PROMPT (or --from RUN.json)")
+    if record is not None and record.get("loras"):
+        from videogen.lora import check_record
+
+        check_record(record["loras"], values.get("loras", ()), where or "run record")
     return RenderSpec(prompt=prompt, **values)
