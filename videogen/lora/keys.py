@@ -131,8 +131,8 @@ def normalise(raw: dict[str, Any], family: str, module_names: set[str]) -> Norma
             continue
         from diffusers.loaders import lora_conversion_utils
 
-        try:
-            source = getattr(lora_conversion_utils, fn_name)(dict(raw))
+        try:  # on copies: the converter scales some tensors in place, and may raise halfway
+            source = getattr(lora_conversion_utils, fn_name)({k: v.clone() for k, v in raw.items()})
             converter = "diffusers"
             # diffusers drops the norms' full-weight diffs (zero in the published files); ComfyUI applies them.
             source.update({k: v for k, v in raw.items() if k.endswith(".diff") and "norm" in k})
