@@ -25,12 +25,17 @@ def spec_for(folder: Path, *loras: str, **kw) -> RenderSpec:
     return RenderSpec(**{**base, **kw}, loras=tuple(loras))
 
 
+_PIPES: dict[Path, object] = {}
+
+
 def diffusers_frames(folder: Path, spec: RenderSpec, loras: list[tuple[Path, float, str]]) -> np.ndarray:
     """diffusers' own loader: `load_lora_weights` (into transformer_2 for @low) and `set_adapters`."""
     from diffusers import WanPipeline
 
-    pipe = WanPipeline.from_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
+    if folder not in _PIPES:  # one pipeline per model; its LoRAs are unloaded after each use
+        _PIPES[folder] = WanPipeline.from_pretrained(folder)
+        _PIPES[folder].set_progress_bar_config(disable=True)
+    pipe = _PIPES[folder]
     for i, (path, _w, expert) in enumerate(loras):
         # low_cpu_mem_usage=False: with a bias diff on only some modules, diffusers' default leaves the other
         # modules' LoRA biases on the meta device and the render fails; this way they start at zero.
@@ -41,6 +46,7 @@ def diffusers_frames(folder: Path, spec: RenderSpec, loras: list[tuple[Path, flo
     out = pipe(prompt=spec.prompt, negative_prompt="", height=spec.height, width=spec.width,
                num_frames=spec.frames, num_inference_steps=spec.steps, guidance_scale=spec.guidance,
                generator=torch.Generator("cpu").manual_seed(spec.seed), max_sequence_length=16, output_type="np")
+    pipe.unload_lora_weights()
     return out.frames[0]
 
 
