@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_lora import folded, random_lora, write_comfy, write_diffusers, write_musubi
+from tiny_lora import random_lora, write_comfy, write_diffusers, write_musubi
 from tiny_wan_extra import save_wan22_a14b
 
 from videogen.engine import Engine, inspect_model, resolve_spec
@@ -235,3 +235,49 @@ def test_expert_choice_on_a_one_expert_model_is_refused(tiny_wan, tmp_path):
     path = write_format("comfy", tiny_wan, tmp_path / "h.safetensors")
     with pytest.raises(UserError, match="this model has one expert"):
         resolve_spec(spec_for(tiny_wan, f"{path}:1@high"), inspect_model(str(tiny_wan)))
+
+
+# --- exact schedules --------------------------------------------------------------------------------------------
+
+
+def shifted(sigmas: list[float], shift: float) -> list[float]:
+    """The flow shift's published formula: s' = shift * s / (1 + (shift - 1) * s)."""
+    return [shift * s / (1 + (shift - 1) * s) for s in sigmas]
+
+
+def test_lightx2v_schedule_is_its_published_formula():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from videogen import presets
+    from videogen.schedulers import set_timesteps
+
+    for name in ("wan2.1-t2v-14b-lightx2v-4step", "wan2.2-t2v-a14b-lightx2v-4step", "wan2.2-i2v-a14b-lightx2v-4step"):
+        v = presets.load_preset(name).values
+        assert (v["sigmas"], v["flow_shift"], v["guidance"], v["scheduler"]) == (
+            (1.0, 0.75, 0.5, 0.25), 5.0, 1.0, "euler")
+        assert "steps" not in v  # the sigmas set the step count
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=v["flow_shift"])
+        set_timesteps(scheduler, len(v["sigmas"]), v["sigmas"], "cpu")
+        want = shifted(list(v["sigmas"]), 5.0)
+        assert want == pytest.approx([1.0, 0.9375, 0.833333, 0.625], abs=1e-6)
+        assert scheduler.sigmas.tolist() == pytest.approx(want + [0.0], abs=1e-6)
+        assert scheduler.timesteps.tolist() == pytest.approx([1000 * s for s in want], abs=1e-3)
+    plain = FlowMatchEulerDiscreteScheduler(shift=5.0)
+    plain.set_timesteps(4)  # what WanPipeline can do: not the published schedule
+    assert plain.sigmas[:4].tolist() != pytest.approx(shifted([1.0, 0.75, 0.5, 0.25], 5.0), abs=1e-3)
+
+
+def test_two_steps_per_expert_under_the_lightx2v_schedule(a14b):
+    """Boundary 0.875 * 1000: timesteps 1000 and 937.5 on the high-noise expert, 833 and 625 on the low one."""
+    spec = spec_for(a14b, scheduler="euler", flow_shift=5.0, sigmas=(1.0, 0.75, 0.5, 0.25), guidance_2=1.0,
+                    steps=None)
+    engine = Engine.load(spec)
+    calls = {"transformer": [], "transformer_2": []}
+    for name in calls:
+        getattr(engine.model, name).register_forward_pre_hook(
+            lambda _m, _a, kw, name=name: calls[name].append(round(float(kw["timestep"].flatten()[0]), 1)),
+            with_kwargs=True)
+    result = engine.render(spec)
+    assert calls == {"transformer": [1000.0, 937.5], "transformer_2": [833.3, 625.0]}
+    assert result.record["sampling"]["sigmas"] == pytest.approx(shifted([1, 0.75, 0.5, 0.25], 5.0) + [0.0], abs=1e-6)
+    assert result.spec.steps == 4

@@ -59,8 +59,8 @@ def test_two_stacked_loras_with_the_lightx2v_preset_record_and_from(tiny_wan, tm
 
 
 def test_bad_loras_are_refused_in_one_line_before_loading(tiny_wan, tmp_path, env, capsys, monkeypatch):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     other = tmp_path / "sdxl.safetensors"
     save_file({"lora_unet_mid_block_attentions_0_proj_out.lora_down.weight": torch.zeros(2, 4),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
 import typing
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from videogen.errors import UserError
@@ -125,9 +125,9 @@ def _check_list(name: str, value: Any, item: type, where: str) -> tuple[Any, ...
         from videogen.lora.refs import parse_ref
 
         return tuple(parse_ref(v, where).canonical() for v in out)
-    if name == "sigmas":
-        if not out or any(not 0.0 <= v <= 1.0 for v in out) or any(a <= b for a, b in zip(out, out[1:])):
-            raise UserError(f"{where}: 'sigmas' must be a non-empty, strictly decreasing list of values in [0, 1], "
+    decreasing = all(a > b for a, b in zip(out, out[1:], strict=False))
+    if name == "sigmas" and not (out and decreasing and all(0.0 <= v <= 1.0 for v in out)):
+        raise UserError(f"{where}: 'sigmas' must be a non-empty, strictly decreasing list of values in [0, 1], "
                             f"not {list(value)!r}")
     return tuple(out)
 

@@ -9,6 +9,7 @@ cost); otherwise a CPU copy is kept.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ class LoraState:
         self.touched: set[Slot] = set()
         self.key: tuple[Any, ...] = ()
         self.last_switch_seconds = 0.0
+        self.handles: dict[str, Any] = {}
+        self.stack: contextlib.ExitStack | None = None
 
     def switch(self, infos: list[LoraInfo]) -> bool:
         """Merge exactly `infos` (restoring what the previous set touched); False when nothing changed."""
@@ -80,12 +83,15 @@ class LoraState:
         missing = [f"{c}.{n}" for c, n in new if (c, n) not in self.params]
         if missing:
             raise RuntimeError(f"LoRA targets parameters the loaded model lacks: {', '.join(missing[:3])}")
-        with torch.no_grad():
+        with torch.no_grad(), contextlib.ExitStack() as stack:
+            self.handles = {}  # each checkpoint file opened once per switch
+            self.stack = stack
             for slot in sorted(self.touched - new.keys()):
                 self.params[slot].data.copy_(self.original(slot))
             for slot, delta in new.items():
                 merged = (self.original(slot).float() + delta).to(self.dtypes[slot])
                 self.params[slot].data.copy_(merged)
+            self.handles = {}
         self.touched = set(new)
         self.key = key
         self.last_switch_seconds = time.perf_counter() - start
@@ -101,8 +107,10 @@ class LoraState:
         entry = self.files[component].get(name)
         value = None
         if entry is not None:
-            with safe_open(str(entry[1]), framework="pt") as f:
-                value = f.get_tensor(name).to(self.dtypes[slot])
+            file = str(entry[1])
+            if file not in self.handles:
+                self.handles[file] = self.stack.enter_context(safe_open(file, framework="pt"))
+            value = self.handles[file].get_tensor(name).to(self.dtypes[slot])
         if slot not in self.verified and slot not in self.touched:
             # First look at this weight, still untouched: the file must give back exactly what was loaded.
             current = self.params[slot].detach()
