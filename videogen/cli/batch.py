@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
 from videogen.cli import options as o
+
 from videogen.errors import RenderError, UserError
 
 
@@ -131,7 +131,6 @@ def print_plan(items: list[Any]) -> None:
 
 def print_summary(outcomes: list[Any], out_dir: Path, code: int) -> None:
     from rich.table import Table
-
     from videogen.cli.progress import stderr
 
     counts: dict[str, list[float]] = {}
@@ -157,9 +156,9 @@ def print_summary(outcomes: list[Any], out_dir: Path, code: int) -> None:
 def reporter(ranks: Any, total: int, quiet: bool) -> Any:
     """Progress on stderr (rank 0 only: several live bars would garble one terminal); paths on stdout."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from videogen.cli.progress import STAGES, stderr
 
     from videogen.batch import Reporter
-    from videogen.cli.progress import STAGES, stderr
 
     show = not quiet and ranks.rank == 0
     bar = Progress(TextColumn("{task.description:<30}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from videogen.cli import options as o
 from videogen.cli.batch import batch_command
+
 from videogen.errors import VideogenError
 
 app = typer.Typer(no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,

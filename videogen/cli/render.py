@@ -11,6 +11,7 @@ from videogen.spec import RenderSpec
 
 def render_one(spec: RenderSpec, output: Path | None, *, overwrite: bool, quiet: bool) -> dict[str, Any]:
     from videogen.cli.progress import RenderProgress
+
     from videogen.engine import Engine, inspect_model, resolve_device, resolve_dtype, resolve_spec
     from videogen.video import check_output, default_output, output_kind, write_video
 
