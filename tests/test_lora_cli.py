@@ -84,7 +84,7 @@ def test_bad_loras_are_refused_in_one_line_before_loading(tiny_wan, tmp_path, en
 
 
 def test_sigmas_flag_errors(tiny_wan, tmp_path, capsys):
-    for args, message in ((["--sigmas", "1,0.5", "--steps", "3"], "--steps 3 disagrees with the 2 --sigmas"),
+    for args, message in ((["--sigmas", "1,0.5", "--steps", "3"], "--steps 3 disagrees with the 2 sigmas given by --sigmas"),
                           (["--sigmas", "0.5,0.75"], "strictly decreasing"),
                           (["--sigmas", "1,x"], "not a comma-separated list")):
         r = run_inprocess(capsys, "generate", "a cat", "-m", tiny_wan, "--frames", "5", "--height", "16",
