@@ -90,3 +90,16 @@ def save_tiny_wan(folder: Path, **kwargs) -> Path:
         return save_components(folder, "WanPipeline", parts, boundary_ratio=None, expand_timesteps=False)
     WanPipeline(**parts).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def without_weights(folder: Path, into: Path, **transformer_config) -> Path:
+    """A copy of a model folder with no weight files (and its transformer config changed as given): whatever a
+    render of it refuses was refused before loading, since loading it fails."""
+    import json
+    import shutil
+
+    shutil.copytree(folder, into, ignore=shutil.ignore_patterns("*.safetensors"))
+    if transformer_config:
+        cfg = into / "transformer" / "config.json"
+        cfg.write_text(json.dumps({**json.loads(cfg.read_text()), **transformer_config}))
+    return into

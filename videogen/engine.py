@@ -20,7 +20,7 @@ from videogen import loading
 from videogen.errors import RenderError, UserError
 from videogen.families import Family, family_for
 from videogen.families.base import Geometry
-from videogen.sampling import sample
+from videogen.sampling import StepCallback, sample
 from videogen.spec import RenderSpec
 
 log = logging.getLogger("videogen")
@@ -83,12 +83,8 @@ def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
         seed=secrets.randbelow(2**31) if spec.seed is None else spec.seed,
     )
     check_images(spec, info)
+    info.family.check_fields(info.index, spec)  # set fields this family does not take, refused by name
     info.family.check_spec(info.source.path, info.index, spec)  # what only the model's configs tell
-    if spec.true_guidance is not None and not info.family.takes_true_guidance:
-        raise UserError(f"--true-guidance is for guidance-distilled models (HunyuanVideo); "
-                        f"this {info.family.name} model's classifier-free guidance is --guidance")
-    if spec.dynamic_guidance and not info.family.takes_dynamic_guidance:
-        raise UserError(f"dynamic_guidance is CogVideoX's guidance ramp; this {info.family.name} model does not take it")
     from videogen.schedulers import scheduler_names
 
     if spec.scheduler is not None and spec.scheduler not in scheduler_names():
@@ -148,7 +144,8 @@ class Engine:
         dtype = resolve_dtype(spec.dtype, device)
         from videogen import options
 
-        options.check(spec, device)  # refuse impossible engine options before reading any weight
+        # refuse impossible engine options before reading any weight
+        options.check(spec, device, info.family.block_count(info.source.path))
         if progress:
             progress("load", 0, 1)
         torch.set_flush_denormal(True)  # denormals make small models several times slower on CPUs
@@ -174,7 +171,10 @@ class Engine:
         return resolve_spec(spec, self.info)
 
     @torch.no_grad()
-    def render(self, spec: RenderSpec, progress: Progress | None = None) -> RenderResult:
+    def render(self, spec: RenderSpec, progress: Progress | None = None,
+               on_step: StepCallback | None = None) -> RenderResult:
+        """One render. `on_step(step_index, total, latents, x0)` is called after every sampler step, with the
+        step's clean-video estimate x0 as model-space latents [B,C,F,h,w] (see the family's `format`)."""
         spec = self.resolve(spec)
         timings: dict[str, float] = {"load": round(self.load_seconds, 4)}
 
@@ -206,8 +206,7 @@ class Engine:
         if progress:
             progress("denoise", 0, total)
         with opts.cached(spec) if opts is not None else contextlib.nullcontext():
-            latents = stage("denoise", lambda: run(plan, (lambda i, n, _x: progress("denoise", i + 1, n))
-                                                  if progress else None))
+            latents = stage("denoise", lambda: run(plan, self.step_callback(progress, on_step)))
         if not torch.isfinite(latents).all():
             raise RenderError("the sampler produced NaN or infinite values (try --dtype float32 or bfloat16)")
         if progress:
@@ -217,9 +216,25 @@ class Engine:
             progress("decode", 1, 1)
         timings["per_step"] = round(timings["denoise"] / max(total, 1), 4)
         record = self.record(spec, plan.info, timings)
+        record["prompt_truncated"] = cond.info.get("prompt_truncated")
+        if "negative_prompt_truncated" in cond.info:
+            record["negative_prompt_truncated"] = cond.info["negative_prompt_truncated"]
         if opts is not None:
             record["engine_options"] = opts.record(spec, frames, reference)
         return RenderResult(frames=_to_uint8(frames), frames_float=frames, spec=spec, record=record)
+
+    @staticmethod
+    def step_callback(progress: Progress | None, on_step: StepCallback | None) -> StepCallback | None:
+        if progress is None and on_step is None:
+            return None
+
+        def each(i: int, n: int, latents: torch.Tensor, x0: torch.Tensor | None) -> None:
+            if on_step is not None:
+                on_step(i, n, latents, x0)
+            if progress is not None:
+                progress("denoise", i + 1, n)
+
+        return each
 
     def record(self, spec: RenderSpec, plan_info: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
         device = self.model.device
