@@ -38,12 +38,6 @@ OPTIONAL_FIELDS: dict[str, str] = {
 }
 
 
-def where(spec: RenderSpec, name: str) -> str:
-    """Where a field's value came from: the origin a caller recorded in `extras`, else the flag."""
-    origins = spec.extras.get("origins") or {}
-    return origins.get(name) or "--" + name.replace("_", "-")
-
-
 @dataclass(frozen=True)
 class Geometry:
     """Which frame counts and sizes a model takes.
@@ -187,22 +181,21 @@ class Family(ABC):
 
     @classmethod
     def check_fields(cls, index: dict[str, Any], spec: RenderSpec) -> None:
-        """Refuse every set field this model does not take, naming the family and where the value came from."""
+        """Refuse every set field this model does not take, naming the family (`resolve_spec` rewrites a flag
+        the user did not type as where the value came from: preset key, batch line, default)."""
         takes = cls.accepts_for(index)
         for name, purpose in OPTIONAL_FIELDS.items():
             value = getattr(spec, name)
             if value is None or value is False or name in takes:
                 continue
-            reason = cls.refusals.get(name) or f"{'--' + name.replace('_', '-')} {purpose}; this {cls.name} model " \
-                                                 "does not take it"
-            origin = where(spec, name)
-            raise UserError(reason if origin.startswith("--") else f"{origin}: {reason}")
+            flag = "--" + name.replace("_", "-")
+            raise UserError(cls.refusals.get(name) or f"{flag} {purpose}; this {cls.name} model does not take it")
         if spec.scheduler is not None and cls.schedulers is not None and spec.scheduler not in cls.schedulers:
             names = " or ".join(f"--scheduler {s}" for s in cls.schedulers)
-            raise UserError(f"{cls.title} samples with its own scheduler only ({names}), not {where(spec, 'scheduler')} "
+            raise UserError(f"{cls.title} samples with its own scheduler only ({names}), not --scheduler "
                             f"{spec.scheduler}")
         if spec.steps is not None and spec.steps < cls.min_steps:
-            raise UserError(f"{cls.title} needs --steps {cls.min_steps} or more ({where(spec, 'steps')} {spec.steps})")
+            raise UserError(f"{cls.title} needs --steps {cls.min_steps} or more")
 
     @classmethod
     def check_spec(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> None:
