@@ -7,10 +7,13 @@ the same tiny weights. Few examples per run (the suite stays fast); a failing ca
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from tiny import WORDS
+
+from videogen.spec import RenderSpec
 
 # Few examples, no deadline (the first render of a model warms caches), no example database on disk.
 FEW = settings(max_examples=4, deadline=None, database=None, derandomize=False,
@@ -27,6 +30,11 @@ class Case:
     steps: int
     guidance: float
     seed: int
+
+    def spec(self, model: str, **extra: Any) -> RenderSpec:
+        return RenderSpec(prompt=self.prompt, model=model, negative_prompt=self.negative, frames=self.frames,
+                          height=self.height, width=self.width, steps=self.steps, guidance=self.guidance,
+                          seed=self.seed, **extra)
 
 
 def words(min_size: int, max_size: int) -> st.SearchStrategy[str]:

@@ -194,9 +194,7 @@ def test_parity_property(cog5b, case: Case):
     """Any prompt, negative prompt, frames, size, steps, guidance and seed: CogVideoXPipeline's frames (5b: the
     DPM scheduler, which draws noise at every step, and RoPE fitted to the size)."""
     engine, pipe = cog5b
-    spec = RenderSpec(prompt=case.prompt, model=engine.info.source.ref, negative_prompt=case.negative,
-                      frames=case.frames, height=case.height, width=case.width, steps=case.steps,
-                      guidance=case.guidance, seed=case.seed)
+    spec = case.spec(engine.info.source.ref)
     ours = engine.render(spec).frames_float
     ref = pipe(prompt=case.prompt, negative_prompt=case.negative, num_frames=case.frames, height=case.height,
                width=case.width, num_inference_steps=case.steps, guidance_scale=case.guidance,

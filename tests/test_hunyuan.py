@@ -13,7 +13,7 @@ from cli_helpers import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 from properties import FEW, Case, cases
-from tiny import without_weights
+from tiny import assert_refused_before_loading
 from tiny_hunyuan import save_tiny_hunyuan
 
 from videogen.engine import Engine
@@ -117,15 +117,8 @@ def test_cli_refuses_what_the_model_cannot_take(tiny_hunyuan, capsys, monkeypatc
 ])
 def test_refused_before_loading(tiny_hunyuan, tmp_path, flags, expected):
     """Fields HunyuanVideo does not take are refused from its configs alone: the folder here has no weights."""
-    bare = without_weights(tiny_hunyuan, tmp_path / "bare-hunyuan")
-    args = ["generate", PROMPT, "-m", str(bare), "--frames", "5", "--height", "16", "--width", "16", "-q",
-            "-o", str(tmp_path / "x.mp4")]
-    refused = run_cli(*args, *flags)
-    assert refused.code == 2, refused.err
-    assert expected in refused.err and "Traceback" not in refused.err
-    assert not (tmp_path / "x.mp4").exists()
-    loads = run_cli(*args)  # without the bad flag the render gets as far as loading, and fails there
-    assert loads.code != 0 and expected not in loads.err
+    assert_refused_before_loading(tiny_hunyuan, tmp_path, ["--frames", "5", "--height", "16", "--width", "16"],
+                                  flags, expected)
 
 
 @given(case=cases(frames=[1, 5, 9], sizes=[16, 32]), true_cfg=st.just(1.0) | st.floats(1.5, 5.0))
@@ -133,9 +126,7 @@ def test_refused_before_loading(tiny_hunyuan, tmp_path, flags, expected):
 def test_parity_property(engine, pipe, case: Case, true_cfg: float):
     """Any prompt, negative prompt, frames, size, steps, embedded guidance, true CFG and seed: the pipeline's
     frames (true CFG runs only with a negative prompt, in both)."""
-    spec = RenderSpec(prompt=case.prompt, model=engine.info.source.ref, negative_prompt=case.negative,
-                      frames=case.frames, height=case.height, width=case.width, steps=case.steps,
-                      guidance=case.guidance, true_guidance=true_cfg, seed=case.seed, device="cpu", dtype="float32")
+    spec = case.spec(engine.info.source.ref, true_guidance=true_cfg, device="cpu", dtype="float32")
     ours = engine.render(spec).frames_float
     ref = pipe(prompt=case.prompt, negative_prompt=case.negative, num_frames=case.frames, height=case.height,
                width=case.width, num_inference_steps=case.steps, guidance_scale=case.guidance, true_cfg_scale=true_cfg,

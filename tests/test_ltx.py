@@ -176,9 +176,7 @@ def ltx(tiny_ltx):
 def test_parity_property(ltx, case: Case):
     """Any prompt, negative prompt, frames, size, steps, guidance and seed: LTXPipeline's frames (at 24 fps)."""
     engine, pipe = ltx
-    spec = RenderSpec(prompt=case.prompt, model=engine.info.source.ref, negative_prompt=case.negative,
-                      frames=case.frames, height=case.height, width=case.width, steps=case.steps,
-                      guidance=case.guidance, seed=case.seed)
+    spec = case.spec(engine.info.source.ref)
     ours = engine.render(spec).frames_float
     torch.manual_seed(case.seed)  # the decoder's injected noise comes from the global RNG; videogen seeds it so
     ref = pipe(prompt=case.prompt, negative_prompt=case.negative, num_frames=case.frames, height=case.height,

@@ -126,9 +126,7 @@ def wan(tiny_wan):
 def test_parity_property(wan, case: Case):
     """Any prompt, negative prompt, frames, size, steps, guidance and seed: WanPipeline's frames."""
     engine, pipe = wan
-    spec = RenderSpec(prompt=case.prompt, model=engine.info.source.ref, negative_prompt=case.negative,
-                      frames=case.frames, height=case.height, width=case.width, steps=case.steps,
-                      guidance=case.guidance, seed=case.seed, max_sequence_length=16)
+    spec = case.spec(engine.info.source.ref, max_sequence_length=16)
     ours = engine.render(spec).frames_float.numpy()
     ref = pipe(prompt=case.prompt, negative_prompt=case.negative or "", height=case.height, width=case.width,
                num_frames=case.frames, num_inference_steps=case.steps, guidance_scale=case.guidance,

@@ -103,3 +103,20 @@ def without_weights(folder: Path, into: Path, **transformer_config) -> Path:
         cfg = into / "transformer" / "config.json"
         cfg.write_text(json.dumps({**json.loads(cfg.read_text()), **transformer_config}))
     return into
+
+
+def assert_refused_before_loading(folder: Path, tmp_path: Path, geometry: list[str], flags: list[str],
+                                  expected: str) -> None:
+    """`videogen generate` on a weightless copy of `folder` with `flags` exits 2 with `expected` on stderr and
+    writes nothing; without `flags` the same command gets as far as loading (and fails there)."""
+    from cli_helpers import run_cli
+
+    bare = without_weights(folder, tmp_path / "bare-model")
+    out = tmp_path / "x.mp4"
+    args = ["generate", "a red cat runs on the beach", "-m", str(bare), *geometry, "-q", "-o", str(out)]
+    refused = run_cli(*args, *flags)
+    assert refused.code == 2, refused.err
+    assert expected in refused.err and "Traceback" not in refused.err, refused.err
+    assert not out.exists()
+    loads = run_cli(*args)
+    assert loads.code != 0 and expected not in loads.err
