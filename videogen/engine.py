@@ -140,7 +140,7 @@ def check_images(spec: RenderSpec, info: ModelInfo) -> None:
         raise UserError(f"this {family.name} model is image-to-video: give the first frame with --image")
     if spec.image is not None and not takes_image:
         raise UserError(f"this {family.name} model is text-to-video only and cannot take --image")
-    # A family that may hold first-last-frame models (Wan I2V) checks the model itself at render time.
+    # A family that may hold first-last-frame models checks the model itself (its check_spec).
     if spec.last_image is not None and task != "flf2v" and "flf2v" not in family.tasks:
         raise UserError(f"this {family.name} model cannot take --last-image")
     for flag, value in (("--image", spec.image), ("--last-image", spec.last_image)):
