@@ -117,6 +117,8 @@ class Family(ABC):
     vae_float32: ClassVar[bool] = False  # decode in float32 whatever the model's dtype
     # Components loaded by the base class besides tokenizer, text_encoder, transformer, vae and scheduler.
     extra_modules: ClassVar[tuple[str, ...]] = ()
+    # Families whose plan hands `spec.sigmas` (an exact schedule) to the scheduler (`new_scheduler` does).
+    takes_sigmas: ClassVar[bool] = False
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         self.path, self.index, self.device, self.dtype = path, index, device, dtype
@@ -269,10 +271,13 @@ class Family(ABC):
         """A fresh scheduler (schedulers keep per-run state) with this render's timesteps set."""
         import inspect
 
-        from videogen.schedulers import make_scheduler
+        from videogen.schedulers import make_scheduler, set_timesteps
 
         assert spec.steps
         scheduler = make_scheduler(self.scheduler, spec.scheduler, spec.flow_shift)
+        if spec.sigmas is not None:  # the user's exact schedule (only where `takes_sigmas`)
+            set_timesteps(scheduler, spec.steps, spec.sigmas, self.device)
+            return scheduler
         sigmas = self.sigmas(spec, scheduler)
         accepts = inspect.signature(scheduler.set_timesteps).parameters
         if sigmas is not None and "sigmas" in accepts:

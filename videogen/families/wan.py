@@ -40,6 +40,7 @@ class Wan(Family):
     title = "Wan"
     pipelines = ("WanPipeline",)
     tasks = ("t2v", "ti2v")
+    takes_sigmas = True  # --sigmas reach the scheduler (Family.new_scheduler)
     # WanPipeline.__call__ defaults; Wan renders at 16 fps.
     defaults = Defaults(frames=81, height=480, width=832, steps=50, guidance=5.0, fps=16)
     # Wan 2.1's VAE: 16 channels, 4x8 strides, mean/std in its config (Wan 2.2 TI2V: 48 channels, 4x16; the
@@ -156,7 +157,7 @@ class Wan(Family):
                 return (1 - mask) * first + mask * x
 
             latents = after_step(latents, -1)
-        info: dict[str, Any] = {}
+        info: dict[str, Any] = {"sigmas": [round(float(v), 6) for v in scheduler.sigmas]}
         if boundary is not None:
             info.update(boundary_timestep=boundary, guidance_2=low)
         if mask is not None:
