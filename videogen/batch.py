@@ -349,7 +349,7 @@ def check_models(items: list[Item]) -> None:
             continue
         seen.add(item.spec.model)
         try:
-            inspect_model(item.spec.model)
+            inspect_model(item.spec.model, item.spec.revision, item.spec.variant)
         except UserError as e:
             raise UserError(_cap(f"{item.where}: {e}")) from None
 

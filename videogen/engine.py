@@ -27,7 +27,7 @@ log = logging.getLogger("videogen")
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Fields that change how a model is loaded: renders that differ here need another Engine.
-ENGINE_FIELDS = ("model", "device", "dtype", "offload", "vae_tiling", "compile", "attention", "cache",
+ENGINE_FIELDS = ("model", "revision", "variant", "device", "dtype", "offload", "vae_tiling", "compile", "attention", "cache",
                  "cache_threshold", "quantize")
 
 
@@ -41,8 +41,8 @@ class ModelInfo:
     geometry: Geometry
 
 
-def inspect_model(ref: str) -> ModelInfo:
-    source = loading.resolve_model(ref)
+def inspect_model(ref: str, revision: str | None = None, variant: str | None = None) -> ModelInfo:
+    source = loading.resolve_model(ref, revision, variant)
     index = loading.read_model_index(source.path)
     family = family_for(index, str(source.path))
     return ModelInfo(source, index, family, family.geometry(source.path, index))
@@ -143,7 +143,7 @@ class Engine:
     @classmethod
     def load(cls, spec: RenderSpec, progress: Progress | None = None) -> Engine:
         start = time.perf_counter()
-        info = inspect_model(spec.model)
+        info = inspect_model(spec.model, spec.revision, spec.variant)
         device = resolve_device(spec.device)
         dtype = resolve_dtype(spec.dtype, device)
         from videogen import options

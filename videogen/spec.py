@@ -22,6 +22,8 @@ class RenderSpec:
 
     prompt: str
     model: str = BUILTIN_MODEL
+    revision: str | None = None  # branch, tag or commit of a Hub model
+    variant: str | None = None  # weights variant (fp16, bf16) of the model
     negative_prompt: str | None = None
     frames: int | None = None
     height: int | None = None

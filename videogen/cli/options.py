@@ -42,6 +42,8 @@ class QuantizeMode(StrEnum):
 R = "Render"
 E = "Engine (speed and memory)"
 Model = Annotated[str | None, typer.Option("--model", "-m", help="Preset name, Hugging Face Hub id or local diffusers folder (default: the built-in model).", rich_help_panel=R)]
+Variant = Annotated[str | None, typer.Option("--variant", help="Weights variant: fp16 | bf16 (default: the model's own weights).", rich_help_panel=R)]
+Revision = Annotated[str | None, typer.Option("--revision", help="Branch, tag or commit of a Hub model.", rich_help_panel=R)]
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="Built-in preset name or path to a YAML preset.", rich_help_panel=R)]
 Negative = Annotated[str | None, typer.Option("--negative-prompt", "-n", help="What the video should not show.", rich_help_panel=R)]
 Frames = Annotated[int | None, typer.Option("--frames", help="Number of frames (Wan: 4k+1).", rich_help_panel=R)]

@@ -15,7 +15,7 @@ def render_one(spec: RenderSpec, output: Path | None, *, overwrite: bool, quiet:
     from videogen.engine import Engine, inspect_model, resolve_device, resolve_dtype, resolve_spec
     from videogen.video import check_output, default_output, output_kind, write_video
 
-    info = inspect_model(spec.model)
+    info = inspect_model(spec.model, spec.revision, spec.variant)
     spec = resolve_spec(spec, info)  # sizes, frames and image checked before any weight is read
     resolve_dtype(spec.dtype, resolve_device(spec.device))
     output = output if output is not None else default_output(spec.prompt, spec.seed)
