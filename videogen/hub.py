@@ -34,9 +34,10 @@ def repo_folder(repo_id: str) -> Path:
     return cache_dir() / ("models--" + repo_id.replace("/", "--"))
 
 
-def download_hint(repo_id: str, revision: str | None = None) -> str:
+def download_hint(repo_id: str, revision: str | None = None, variant: str | None = None) -> str:
     rev = f" --revision {revision}" if revision and revision != "main" else ""
-    return f"run `videogen download {repo_id}{rev}`"
+    var = f" --variant {variant}" if variant else ""
+    return f"run `videogen download {repo_id}{rev}{var}`"
 
 
 def snapshot_identity(path: Path) -> tuple[str, str] | None:
@@ -173,7 +174,7 @@ def download(repo_id: str, revision: str | None = None, variant: str | None = No
     for note in sel.notes:
         stderr.print(f"note: {note}", highlight=False, soft_wrap=True)
     stderr.print(f"{repo_id} {commit[:12]}: {len(files)} files, {human(total)}"
-                 + (f" ({human(need)} to fetch)" if need != total else ""), highlight=False, soft_wrap=True)
+                 + (f" ({human(need)} to fetch)" if human(need) != human(total) else ""), highlight=False, soft_wrap=True)
     free = free_space(repo_folder(repo_id))
     if need > free:
         raise UserError(f"not enough disk space for {repo_id}: {human(need)} to fetch, {human(free)} free in "
@@ -187,7 +188,20 @@ def download(repo_id: str, revision: str | None = None, variant: str | None = No
                 if isinstance(err, RenderError):
                     err = RenderError(f"{err} (while fetching {f.path}; run the same command again to resume)")
                 raise err from None
+    _write_ref(repo_id, revision or "main", commit)
     return snap, commit, sel
+
+
+def _write_ref(repo_id: str, revision: str, commit: str) -> None:
+    """refs/<branch or tag> names the commit, as huggingface_hub writes it (we fetch by commit, so it does not);
+    written last, so that a ref only ever points at a complete snapshot."""
+    if COMMIT.match(revision):
+        return
+    ref = repo_folder(repo_id) / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ref.with_name(f".{ref.name}.tmp")
+    tmp.write_text(commit, encoding="utf-8")
+    tmp.replace(ref)
 
 
 class _ByteProgress:

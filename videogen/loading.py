@@ -99,7 +99,7 @@ def _from_hub(repo_id: str, revision: str | None, variant: str | None) -> ModelS
                 path, commit = hub.cached_snapshot(repo_id, revision)
             except UserError:
                 raise e from None
-    sel = check_model_folder(path, variant, hub.download_hint(repo_id, revision))
+    sel = check_model_folder(path, variant, hub.download_hint(repo_id, revision, variant))
     return _source(repo_id, path, repo_id, commit, sel.variants)
 
 

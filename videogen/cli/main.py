@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from videogen.cli import options as o
 from videogen.cli.batch import batch_command
+from videogen.cli import doctor as doctor_cli, download as download_cli
 
 from videogen.errors import VideogenError
 
@@ -80,6 +81,8 @@ def generate(
 
 
 app.command("batch")(batch_command(generate))
+app.command("download")(download_cli.download)
+app.command("doctor")(doctor_cli.doctor)
 
 
 @presets_app.callback(invoke_without_command=True)
