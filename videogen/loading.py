@@ -74,12 +74,15 @@ def _local(ref: str, path: Path, variant: str | None, revision: str | None) -> M
         raise UserError(f"--revision {revision}: {ref} is the snapshot of commit {identity[1]}")
     fix = hub.download_hint(identity[0]) if identity else "re-save or re-download the model"
     sel = check_model_folder(path, variant, fix)
-    return _source(ref, path, identity[0] if identity else None, identity[1] if identity else None, sel.variants)
+    return _source(ref, path, identity[0] if identity else None, identity[1] if identity else None, sel)
 
 
-def _source(ref: str, path: Path, hub_id: str | None, revision: str | None,
-            variants: dict[str, str | None]) -> ModelSource:
-    _VARIANTS[path] = variants
+def _source(ref: str, path: Path, hub_id: str | None, revision: str | None, sel: Selection) -> ModelSource:
+    import logging
+
+    for note in sel.notes:
+        logging.getLogger("videogen").warning(note)
+    variants = _VARIANTS[path] = sel.variants
     used = sorted({v for v in variants.values() if v is not None})
     return ModelSource(ref=ref, path=path, hub_id=hub_id, revision=revision, fingerprint=fingerprint(path),
                        variant=",".join(used) or None)
@@ -100,7 +103,7 @@ def _from_hub(repo_id: str, revision: str | None, variant: str | None) -> ModelS
             except UserError:
                 raise e from None
     sel = check_model_folder(path, variant, hub.download_hint(repo_id, revision, variant))
-    return _source(repo_id, path, repo_id, commit, sel.variants)
+    return _source(repo_id, path, repo_id, commit, sel)
 
 
 def read_model_index(path: Path) -> dict[str, Any]:

@@ -124,7 +124,7 @@ def _cache(problems: list[dict[str, str]]) -> dict[str, Any]:
         except UserError as e:
             entry["problem"] = str(e)
             _problem(problems, f"cached model {repo} is incomplete: {e}", hub.download_hint(repo, revision))
-    return {"path": str(root), "exists": root.is_dir(), "size_gb": round(size / 1e9, 3), "models": models}
+    return {"path": str(root), "exists": root.is_dir(), "size_bytes": size, "size_gb": round(size / 1e9, 3), "models": models}
 
 
 def _disk(problems: list[dict[str, str]]) -> dict[str, Any]:
