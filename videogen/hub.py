@@ -161,8 +161,9 @@ def free_space(folder: Path) -> int:
 
 
 def download(repo_id: str, revision: str | None = None, variant: str | None = None,
-             progress: bool = True) -> tuple[Path, str, Selection]:
-    """Fetch what a render of repo_id reads into the Hub cache; (snapshot folder, commit, selection)."""
+             progress: bool = True, announce: bool = True) -> tuple[Path, str, Selection]:
+    """Fetch what a render of repo_id reads into the Hub cache; (snapshot folder, commit, selection).
+    The file count and size go to stderr first (with announce=False only when something is to be fetched)."""
     from huggingface_hub import hf_hub_download
 
     from videogen.cli.progress import stderr
@@ -171,10 +172,12 @@ def download(repo_id: str, revision: str | None = None, variant: str | None = No
     snap = repo_folder(repo_id) / "snapshots" / commit
     todo = [f for f in files if not (snap / f.path).is_file()]
     total, need = sum(f.size for f in files), sum(f.size for f in todo)
-    for note in sel.notes:
+    for note in sel.notes if announce else []:  # a render notes the variant when it resolves the folder
         stderr.print(f"note: {note}", highlight=False, soft_wrap=True)
-    stderr.print(f"{repo_id} {commit[:12]}: {len(files)} files, {human(total)}"
-                 + (f" ({human(need)} to fetch)" if human(need) != human(total) else ""), highlight=False, soft_wrap=True)
+    if announce or todo:  # a render of a model already complete in the cache says nothing
+        stderr.print(f"{repo_id} {commit[:12]}: {len(files)} files, {human(total)}"
+                     + (f" ({human(need)} to fetch)" if human(need) != human(total) else ""),
+                     highlight=False, soft_wrap=True)
     free = free_space(repo_folder(repo_id))
     if need > free:
         raise UserError(f"not enough disk space for {repo_id}: {human(need)} to fetch, {human(free)} free in "

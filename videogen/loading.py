@@ -96,7 +96,7 @@ def _from_hub(repo_id: str, revision: str | None, variant: str | None) -> ModelS
         path, commit = hub.cached_snapshot(repo_id, revision)
     else:
         try:
-            path, commit, _sel = hub.download(repo_id, revision, variant)
+            path, commit, _sel = hub.download(repo_id, revision, variant, announce=False)
         except RenderError as e:  # no network: a cached copy still renders
             try:
                 path, commit = hub.cached_snapshot(repo_id, revision)
