@@ -50,9 +50,21 @@ def test_hub_id_renders_offline_from_the_cache(cache, tmp_path):
     r = videogen("generate", "a red cat", "-m", REPO, *TINY, "--seed", "1", "-o", out, env=clean_env(hf_home),
                  cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    model = json.loads(Path(f"{out}.json").read_text())["model"]
+    record = json.loads(Path(f"{out}.json").read_text())
+    model = record["model"]
     assert model["hub_id"] == REPO and model["revision"] == COMMIT
     assert model["path"] == str(snapshot)
+    assert record["spec"]["revision"] == COMMIT  # what --from re-reads: the commit, not "main"
+
+    # --from that record, after main moved on to another commit: the recorded commit renders again.
+    other = "f" * 40
+    shutil.copytree(snapshot, snapshot.parent / other, symlinks=True)
+    (snapshot.parent.parent / "refs" / "main").write_text(other)
+    shutil.rmtree(snapshot.parent / other / "vae")  # main's new snapshot would not even load
+    again = tmp_path / "again.mp4"
+    r = videogen("generate", "--from", f"{out}.json", "-o", again, env=clean_env(hf_home), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(Path(f"{again}.json").read_text())["model"]["revision"] == COMMIT
 
 
 def test_snapshot_folder_as_path_is_recorded_with_its_hub_id(cache, tmp_path):

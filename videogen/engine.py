@@ -232,7 +232,9 @@ class Engine:
             "sampling": {k: v for k, v in plan_info.items() if k != "scheduler"},
             "dtype": str(self.model.dtype).removeprefix("torch."), "device": str(device),
             "versions": versions(), "timings": timings,
-            "spec": spec.replace(device=str(device), dtype=str(self.model.dtype).removeprefix("torch.")).to_dict(),
+            # A Hub model's commit, not the branch that named it: --from renders the same files.
+            "spec": spec.replace(device=str(device), dtype=str(self.model.dtype).removeprefix("torch."),
+                                 revision=self.info.source.revision or spec.revision).to_dict(),
         }
 
 
