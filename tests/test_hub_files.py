@@ -34,6 +34,12 @@ def test_plain_weights_configs_and_tokenizer_only():
     assert set(sel.variants.values()) == {None} and not sel.notes
 
 
+def test_the_models_own_render_defaults_come_along():
+    from videogen.settings import MODEL_DEFAULTS
+
+    assert MODEL_DEFAULTS in select(CONFIGS + SHARDED + [MODEL_DEFAULTS], INDEX).files
+
+
 def test_a_variant_where_there_is_one_and_the_plain_weights_elsewhere():
     sel = select(CONFIGS + SHARDED + FP16 + EXTRAS, INDEX, "fp16")
     assert sorted(sel.files) == sorted(CONFIGS + FP16 + [f for f in SHARDED if f.startswith("text_encoder/")])

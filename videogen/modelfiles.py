@@ -22,6 +22,7 @@ CONFIG_PATTERNS = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja")
 SHARD = re.compile(r"-\d{5}-of-\d{5}")
 WEIGHTS_INDEX = re.compile(r"^[^.]+\.safetensors\.index(?:\.(?P<variant>[\w\-]+))?\.json$")
 VARIANTS = ("fp16", "bf16")
+ROOT_DEFAULTS = "videogen_defaults.json"  # videogen.settings.MODEL_DEFAULTS
 # Components whose classes hold no weights.
 NO_WEIGHTS = ("Tokenizer", "Scheduler", "Processor", "TokenizersBackend")
 
@@ -69,12 +70,14 @@ def select(files: Iterable[str], index: dict[str, Any], variant: str | None = No
     """Pick, from a model's relative file paths, exactly what the loader reads: model_index.json, each used
     component's configs and tokenizer files, and its safetensors of one variant (never pickles, never other
     variants, never folders the pipeline does not name)."""
+    files = list(files)
     by_folder: dict[str, list[str]] = {}
     for f in files:
         top, _, rest = f.partition("/")
         if rest:
             by_folder.setdefault(top, []).append(f)
-    sel = Selection(files=["model_index.json"])
+    # The root holds the index and, when a model ships them, its render defaults (videogen.settings reads them).
+    sel = Selection(files=["model_index.json", *[f for f in files if f == ROOT_DEFAULTS]])
     found_variant = variant is None
     for name, (_library, cls_name) in components(index).items():
         own = sorted(by_folder.get(name, []))
