@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import hub_server
 from hub_server import COMMIT, Hub, serve
 from test_hub_cache import clean_env, one_error_line, videogen
 
@@ -35,6 +36,7 @@ def hub():
     h = Hub()
     # What real repos also hold, that a render never reads: pickles beside safetensors, another variant, a
     # folder the pipeline does not name, repo metadata.
+    h.repos["org/not-diffusers"] = {"README.md": hub_server.HubFile(b"# a transformers model\n", lfs=False)}
     h.add("org/mini", MINI, extra={"transformer/diffusion_pytorch_model.bin": b"\0" * 5000,
                                    FP16: _halved(MINI / WEIGHTS), "unused/config.json": b"{}",
                                    "README.md": b"# mini\n", ".gitattributes": b"*.safetensors filter=lfs\n"})
@@ -126,6 +128,7 @@ def test_download_refuses_before_fetching_when_the_disk_is_too_small(hub, tmp_pa
     (["org/mini", "--variant", "int3"], "--variant int3: unknown weights variant"),
     (["org/mini", "--variant", "bf16"], "no component has bf16 weights"),
     (["wan2.1-t2v-1.3b"], "no model 'Wan-AI/Wan2.1-T2V-1.3B-Diffusers'"),  # a preset names its model
+    (["org/not-diffusers"], "'org/not-diffusers' is not a diffusers model (no model_index.json)"),
     (["not-a-preset"], "'not-a-preset' is neither a preset nor a Hugging Face Hub id"),
 ])
 def test_download_bad_input_is_exit_2(hub, tmp_path, args, expected):

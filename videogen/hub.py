@@ -132,11 +132,13 @@ def plan_download(repo_id: str, revision: str | None, variant: str | None) -> tu
         commit = api.repo_info(repo_id, revision=revision).sha
         assert commit is not None
         tree = [f for f in api.list_repo_tree(repo_id, recursive=True, revision=commit) if isinstance(f, RepoFile)]
+        if not any(f.path == "model_index.json" for f in tree):
+            raise UserError(f"'{repo_id}' is not a diffusers model (no model_index.json)")
         index_path = hf_hub_download(repo_id, "model_index.json", revision=commit)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - sorted into the user's error by _hub_errors
         raise _hub_errors(repo_id, revision, e) from None
-    if not any(f.path == "model_index.json" for f in tree):
-        raise UserError(f"'{repo_id}' is not a diffusers model (no model_index.json)")
     try:
         index = json.loads(Path(index_path).read_text(encoding="utf-8"))
     except ValueError as e:
