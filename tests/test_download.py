@@ -117,7 +117,7 @@ def test_download_refuses_before_fetching_when_the_disk_is_too_small(hub, tmp_pa
     r = videogen("download", "org/mini", env=online_env(tmp_path, hub), cwd=tmp_path)
     size, line = r.stderr.strip().splitlines()  # the size first, then the refusal
     assert r.returncode == 2 and r.stdout == ""
-    assert size == f"org/mini {COMMIT[:12]}: 10 files, 1000.0 TB"
+    assert size == f"org/mini {COMMIT[:12]}: {len(list_files(MINI))} files, 1000.0 TB"
     assert line.startswith("error: not enough disk space for org/mini: 1000.0 TB to fetch") and "HF_HOME" in line
     assert not hub.gets(".safetensors")
 
