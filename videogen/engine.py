@@ -42,8 +42,8 @@ class ModelInfo:
     geometry: Geometry
 
 
-def inspect_model(ref: str) -> ModelInfo:
-    source = loading.resolve_model(ref)
+def inspect_model(ref: str, revision: str | None = None, variant: str | None = None) -> ModelInfo:
+    source = loading.resolve_model(ref, revision, variant)
     index = loading.read_model_index(source.path)
     family = family_for(index, str(source.path))
     return ModelInfo(source, index, family, family.geometry(source.path, index))
@@ -198,7 +198,7 @@ class Engine:
     @classmethod
     def load(cls, spec: RenderSpec, progress: Progress | None = None) -> Engine:
         start = time.perf_counter()
-        info = inspect_model(spec.model)
+        info = inspect_model(spec.model, spec.revision, spec.variant)
         device = resolve_device(spec.device)
         dtype = resolve_dtype(spec.dtype, device)
         from videogen import options
@@ -321,7 +321,9 @@ class Engine:
             "sampling": {k: v for k, v in plan_info.items() if k != "scheduler"},
             "dtype": str(self.model.dtype).removeprefix("torch."), "device": str(device),
             "versions": versions(), "timings": timings,
-            "spec": spec.replace(device=str(device), dtype=str(self.model.dtype).removeprefix("torch.")).to_dict(),
+            # A Hub model's commit, not the branch that named it: --from renders the same files.
+            "spec": spec.replace(device=str(device), dtype=str(self.model.dtype).removeprefix("torch."),
+                                 revision=self.info.source.revision or spec.revision).to_dict(),
         }
 
 

@@ -142,17 +142,18 @@ def check_items(items: list[Item]) -> None:
     names the file and line of the item (and the item's own field, where the value came from the line)."""
     from videogen.engine import inspect_model, resolve_spec
 
-    infos: dict[str, Any] = {}
+    infos: dict[tuple[Any, ...], Any] = {}
     checked: set[tuple[Any, ...]] = set()
     names = [name for name in _spec_fields() if name not in ("prompt", "seed")]
     for item in items:
         try:
-            if item.spec.model not in infos:
-                infos[item.spec.model] = inspect_model(item.spec.model)
+            model = (item.spec.model, item.spec.revision, item.spec.variant)
+            if model not in infos:
+                infos[model] = inspect_model(*model)
             # The checks depend on neither the prompt nor the seed: 10,000 prompts with one setting check once.
             shape = tuple(getattr(item.spec, name) for name in names)
             if shape not in checked:
-                resolve_spec(item.spec, infos[item.spec.model])
+                resolve_spec(item.spec, infos[model])
                 checked.add(shape)
         except UserError as e:
             raise UserError(cap(f"{item.where}: {e}")) from None

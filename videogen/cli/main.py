@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from videogen.cli import options as o
 from videogen.cli.batch import batch_command
+from videogen.cli import doctor as doctor_cli, download as download_cli
 
 from videogen.errors import VideogenError
 
@@ -40,7 +41,7 @@ app.add_typer(presets_app, name="presets")
 @app.command()
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="What the video shows.", show_default=False)] = None,
-    model: o.Model = None, preset: o.PresetOpt = None, negative_prompt: o.Negative = None,
+    model: o.Model = None, revision: o.Revision = None, variant: o.Variant = None, preset: o.PresetOpt = None, negative_prompt: o.Negative = None,
     frames: o.Frames = None, height: o.Height = None, width: o.Width = None, steps: o.Steps = None,
     guidance: o.Guidance = None, guidance_2: o.Guidance2 = None, true_guidance: o.TrueGuidance = None,
     seed: o.Seed = None, fps: o.Fps = None,
@@ -63,7 +64,7 @@ def generate(
     from videogen.video import STDOUT
 
     flags = o.flag_values(
-        model=model, negative_prompt=negative_prompt, frames=frames, height=height, width=width, steps=steps,
+        model=model, revision=revision, variant=variant, negative_prompt=negative_prompt, frames=frames, height=height, width=width, steps=steps,
         guidance=guidance, guidance_2=guidance_2, true_guidance=true_guidance, seed=seed, fps=fps, image=image,
         last_image=last_image,
         scheduler=scheduler, flow_shift=flow_shift, max_sequence_length=max_sequence_length, crf=crf,
@@ -96,6 +97,8 @@ def generate(
 
 
 app.command("batch")(batch_command(generate))
+app.command("download")(download_cli.download)
+app.command("doctor")(doctor_cli.doctor)
 
 
 @presets_app.callback(invoke_without_command=True)
