@@ -68,14 +68,26 @@ class Item:
 
 
 def item_key(spec: RenderSpec) -> str:
-    """The item's identity: a hash of every field of its spec (prompt, settings, seed), not of its position."""
-    values = {name: getattr(spec, name) for name in _spec_fields()}  # spec.to_dict() without asdict's deep copy
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:20]
+    """The item's identity: a hash of its spec (prompt, settings, seed), not of its position. Fields left at
+    their default are not part of it, so that a field added to RenderSpec in a later version (at its default)
+    does not make every finished item of a folder look new."""
+    defaults = _spec_defaults()
+    values = {name: value for name in _spec_fields()
+              if (value := getattr(spec, name)) != defaults.get(name, _NO_DEFAULT)}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+_NO_DEFAULT = object()
 
 
 @functools.cache
 def _spec_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(RenderSpec) if f.name != "extras")
+
+
+@functools.cache
+def _spec_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(RenderSpec) if f.default is not dataclasses.MISSING}
 
 
 def with_values(spec: RenderSpec, **changes: Any) -> RenderSpec:
