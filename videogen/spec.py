@@ -60,10 +60,12 @@ class RenderSpec:
     image: str | None = _f(help="First frame, for image-to-video models.")
     last_image: str | None = _f(help="Last frame, for first-last-frame models.")
     # LoRA and exact schedules (videogen/lora/). Their options are built by hand in videogen/cli/options.py.
-    sigmas: tuple[float, ...] | None = _f(help="Exact schedule: sigmas before the flow shift, handed to the "
-                                          "scheduler's set_timesteps(sigmas=...); they set the step count.")
+    # Handed to the scheduler's set_timesteps(sigmas=...).
+    sigmas: tuple[float, ...] | None = _f(help="Exact schedule: comma-separated sigmas before the --shift, e.g. "
+                                          "1,0.75,0.5,0.25 (sets --steps).")
     # Not an engine field: an engine switches LoRAs between renders without reloading the base weights.
-    loras: tuple[str, ...] = _f((), "LoRA files, each PATH[:WEIGHT][@high|@low|@both] (videogen/lora/refs.py).")
+    loras: tuple[str, ...] = _f((), "LoRA .safetensors file, repeatable: PATH, PATH:WEIGHT (default 1) or "
+                                "PATH:WEIGHT@EXPERT, EXPERT high, low or both (default; Wan 2.2 A14B's two experts).")
     # Engine options: they change speed and memory, and (for dtype, device, cache, quantize) the output.
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", kind=ENGINE)
     dtype: Dtype = _f("auto", "Weights and compute precision.", kind=ENGINE)

@@ -50,8 +50,8 @@ Compile, Attention, CacheOpt, CacheThreshold = option("compile"), option("attent
 CacheDrift, Quantize, BatchCfg = option("cache_drift"), option("quantize"), option("batch_cfg")
 # --- LoRA and exact schedules: list fields, so their options are built here by hand ---
 L = "LoRA and schedule"
-Lora = Annotated[list[str] | None, typer.Option("--lora", metavar="PATH:WEIGHT@EXPERT", help="LoRA .safetensors file, repeatable: PATH, PATH:WEIGHT (default 1) or PATH:WEIGHT@EXPERT, EXPERT high, low or both (default; Wan 2.2 A14B's two experts).", rich_help_panel=L)]
-Sigmas = Annotated[str | None, typer.Option("--sigmas", metavar="LIST", help="Exact schedule: comma-separated sigmas before the --shift, e.g. 1,0.75,0.5,0.25 (sets --steps).", rich_help_panel=L)]
+Lora = Annotated[list[str] | None, typer.Option("--lora", metavar="PATH:WEIGHT@EXPERT", help=declarations()["loras"]["help"], rich_help_panel=L)]
+Sigmas = Annotated[str | None, typer.Option("--sigmas", metavar="LIST", help=declarations()["sigmas"]["help"], rich_help_panel=L)]
 
 
 def parse_sigmas(text: str) -> list[float]:
