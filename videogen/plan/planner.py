@@ -155,7 +155,16 @@ def trace_decode(card: Card, comp: Component, s: Settings, tiled: bool) -> int:
         p1 = peak(a, h1, w1)
         coef_c = (peak(a, h1, w2) - p1) / (a * h1 * (w2 - w1)) if w2 != w1 else 0.0
         coef_a = p1 - coef_c * a * h1 * w1
+        if stride:  # decoded tiles overlap more on a larger canvas: scale the buffers by the overlap ratio
+            tile = int(getattr(module, "tile_sample_min_height", 0) or 0) // card.data["latent"]["spatial"]
+            coef_c *= _overlap(h, stride, tile) * _overlap(w, stride, tile) / (
+                _overlap(h1, stride, tile) * _overlap(w2, stride, tile))
         return int(coef_a + coef_c * frames * h * w)
+
+
+def _overlap(length: int, stride: int, tile: int) -> float:
+    """Total extent of the tiles a tiled decode cuts along one side, over the side's length."""
+    return sum(min(tile, length - i) for i in range(0, length, stride)) / length if tile else 1.0
 
 
 def plan(card: Card, s: Settings) -> dict[str, Any]:
