@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -21,14 +22,14 @@ from videogen.errors import RenderError, UserError
 from videogen.families import Family, family_for
 from videogen.families.base import Geometry
 from videogen.sampling import sample
-from videogen.spec import RenderSpec
+from videogen.spec import ENGINE_FIELDS, RenderSpec, where
 
 log = logging.getLogger("videogen")
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Fields that change how a model is loaded: renders that differ here need another Engine.
-ENGINE_FIELDS = ("model", "device", "dtype", "offload", "vae_tiling", "compile", "attention", "cache",
-                 "cache_threshold", "quantize")
+# ENGINE_FIELDS (declared in spec.py): fields that change how a model is loaded; renders differing there need
+# another Engine.
+__all__ = ["ENGINE_FIELDS", "Engine", "RenderResult", "inspect_model", "resolve_spec"]
 
 
 @dataclass(frozen=True)
@@ -73,15 +74,53 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
-    """Fill the model's defaults and check what the model can take; bad values are refused by name."""
+def model_defaults(info: ModelInfo) -> dict[str, tuple[Any, str]]:
+    """Field -> (default value, where it comes from): the family's, then those the model folder ships (the
+    built-in model's among them)."""
     d = info.family.defaults_for(info.index)
-    spec = spec.replace(
-        frames=spec.frames or d.frames, height=spec.height or d.height, width=spec.width or d.width,
-        steps=spec.steps or d.steps, guidance=d.guidance if spec.guidance is None else spec.guidance,
-        fps=spec.fps or d.fps, negative_prompt=d.negative_prompt if spec.negative_prompt is None else spec.negative_prompt,
-        seed=secrets.randbelow(2**31) if spec.seed is None else spec.seed,
-    )
+    out: dict[str, tuple[Any, str]] = {
+        name: (getattr(d, name), "the model's default")
+        for name in ("frames", "height", "width", "steps", "guidance", "fps", "negative_prompt")}
+    from videogen.settings import MODEL_DEFAULTS, model_folder_defaults
+
+    label = f"the model's default, {MODEL_DEFAULTS}"
+    out.update({k: (v, label) for k, v in model_folder_defaults(info.source.path).items()})
+    out.setdefault("batch_cfg", (False, "the default"))
+    return out
+
+
+def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
+    """Fill the model's defaults and check what the model can take; bad values are refused by name, and by
+    where they came from (a default is not reported as a flag the user typed)."""
+    spec = check_sigmas(spec, info)  # before the defaults: the sigmas set the step count
+    sources = dict(spec.extras.get("where", {}))
+    filled: dict[str, Any] = {}
+    for name, (value, label) in model_defaults(info).items():
+        if getattr(spec, name) is None:
+            filled[name], sources[name] = value, label
+    if spec.seed is None:
+        filled["seed"], sources["seed"] = secrets.randbelow(2**31), "a random seed"
+    spec = spec.replace(**filled, extras={**spec.extras, "where": sources})
+    try:
+        _check_resolved(spec, info)
+    except UserError as e:
+        raise UserError(relabel(str(e), spec)) from None
+    return spec
+
+
+def relabel(message: str, spec: RenderSpec) -> str:
+    """Rewrite `--frames 81` in a message as `frames 81 (the model's default)` where no flag gave the value; a
+    flag named without its value is rewritten only where it is the subject (it may be advice: "use --device cpu")."""
+    for name, label in spec.extras.get("where", {}).items():
+        if label.startswith("--"):
+            continue
+        flag, value, said = "--" + name.replace("_", "-"), getattr(spec, name), where(spec, name)
+        message = re.sub(re.escape(f"{flag} {value}") + r"(?![\w.-])", lambda _m, s=said: s, message)
+        message = re.sub(r"(^|; )" + re.escape(flag) + r"(?![\w-])", lambda m, s=said: m.group(1) + s, message)
+    return message
+
+
+def _check_resolved(spec: RenderSpec, info: ModelInfo) -> None:
     check_images(spec, info)
     info.family.check_spec(info.source.path, info.index, spec)  # what only the model's configs tell
     if spec.true_guidance is not None and not info.family.takes_true_guidance:
@@ -98,7 +137,26 @@ def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
         raise UserError(f"{info.family.name} model: " + "; ".join(problems))
     if not spec.prompt.strip():
         raise UserError("the prompt is empty")
-    return spec
+    lora_infos(spec, info)  # every LoRA read and matched against the checkpoint before any weight is loaded
+
+
+def check_sigmas(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
+    """--sigmas fixes the step count; a model whose adapter builds its own sigmas cannot take them."""
+    if spec.sigmas is None:
+        return spec
+    if not info.family.takes_sigmas:
+        raise UserError(f"--sigmas: this {info.family.name} model's sampler builds its own sigmas")
+    if spec.steps is not None and spec.steps != len(spec.sigmas):
+        raise UserError(f"{where(spec, 'steps')} disagrees with the {len(spec.sigmas)} sigmas given by "
+                        f"{where(spec, 'sigmas')}")
+    sources = {**spec.extras.get("where", {}), "steps": "the number of sigmas"}
+    return spec.replace(steps=len(spec.sigmas), extras={**spec.extras, "where": sources})
+
+
+def lora_infos(spec: RenderSpec, info: ModelInfo) -> list[Any]:
+    from videogen import lora
+
+    return lora.resolve(spec.loras, info.source.path, list(loading.components(info.index)), info.family.name)
 
 
 def check_images(spec: RenderSpec, info: ModelInfo) -> None:
@@ -136,6 +194,7 @@ class Engine:
     """A loaded model. `Engine.load(...)` once, then `render(spec)` as often as needed."""
 
     options: Any = None  # videogen.options.Options: the engine options applied at load (step cache, ...)
+    loras: Any = None  # videogen.lora.merge.LoraState: the LoRAs merged now; each render switches to its own
 
     def __init__(self, info: ModelInfo, model: Family, key: tuple[Any, ...], load_seconds: float):
         self.info, self.model, self.key, self.load_seconds = info, model, key, load_seconds
@@ -148,7 +207,10 @@ class Engine:
         dtype = resolve_dtype(spec.dtype, device)
         from videogen import options
 
-        options.check(spec, device)  # refuse impossible engine options before reading any weight
+        try:  # refuse impossible engine options before reading any weight, naming where they came from
+            options.check(spec, device)
+        except UserError as e:
+            raise UserError(relabel(str(e), spec)) from None
         if progress:
             progress("load", 0, 1)
         torch.set_flush_denormal(True)  # denormals make small models several times slower on CPUs
@@ -159,12 +221,18 @@ class Engine:
             raise
         except Exception as e:  # a corrupt or mismatched checkpoint
             raise UserError(f"{info.source.path}: cannot load the model: {type(e).__name__}: {e}") from None
+        from videogen.lora.merge import LoraState
+
+        # LoRAs go in after the dtype cast and before fp8 storage, offload hooks and compilation, so that each of
+        # those works on the merged weights (later switches write into the same tensors in place).
+        loras = LoraState(model.modules(), info.source.path)
+        loras.switch(lora_infos(spec, info))
         applied = options.apply(model, spec, device)
         if progress:
             progress("load", 1, 1)
         key = engine_key(spec)
         engine = cls(info, model, key, time.perf_counter() - start)
-        engine.options = applied
+        engine.options, engine.loras = applied, loras
         return engine
 
     def accepts(self, spec: RenderSpec) -> bool:
@@ -177,6 +245,9 @@ class Engine:
     def render(self, spec: RenderSpec, progress: Progress | None = None) -> RenderResult:
         spec = self.resolve(spec)
         timings: dict[str, float] = {"load": round(self.load_seconds, 4)}
+        loras = lora_infos(spec, self.info)
+        if self.loras is not None and self.loras.switch(loras):  # the base weights stay loaded
+            timings["lora_switch"] = round(self.loras.last_switch_seconds, 4)
 
         def stage(name: str, fn: Callable[[], Any]) -> Any:
             start = time.perf_counter()
@@ -217,6 +288,10 @@ class Engine:
             progress("decode", 1, 1)
         timings["per_step"] = round(timings["denoise"] / max(total, 1), 4)
         record = self.record(spec, plan.info, timings)
+        if loras:
+            from videogen import lora
+
+            record["loras"] = lora.record(loras)
         if opts is not None:
             record["engine_options"] = opts.record(spec, frames, reference)
         return RenderResult(frames=_to_uint8(frames), frames_float=frames, spec=spec, record=record)
