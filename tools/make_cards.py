@@ -190,6 +190,11 @@ PRESETS: dict[str, tuple[dict, dict, str]] = {
 PRESETS["wan2.1-t2v-14b-720p"] = PRESETS["wan2.1-t2v-14b-480p"]
 PRESETS["wan2.1-i2v-14b-720p"] = ({**PRESETS["wan2.1-i2v-14b-480p"][0],
                                    "transformer": wan_tr("Wan-I2V-14B-720p", **W14_I2V)}, WAN_TOK, "cfg")
+# The lightx2v presets run their base model's files (the LoRA is the user's own file, not in the card).
+for _alias, _base in (("wan2.1-t2v-14b-lightx2v-4step", "wan2.1-t2v-14b-480p"),
+                      ("wan2.2-t2v-a14b-lightx2v-4step", "wan2.2-t2v-a14b"),
+                      ("wan2.2-i2v-a14b-lightx2v-4step", "wan2.2-i2v-a14b")):
+    PRESETS[_alias] = PRESETS[_base]
 # Mochi's VAE config does not state its compression: 6x in time, 8x in space (genmo's model card).
 # LTX's 0.9.1 VAE config leaves its ratios to the class (patch 4 x three 2x stages in space, 8x in time).
 LATENT = {"mochi-1-preview": {"channels": 12, "temporal": 6, "spatial": 8},
