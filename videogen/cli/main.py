@@ -13,6 +13,7 @@ import typer
 from videogen.cli import options as o
 from videogen.cli.batch import batch_command
 from videogen.cli import doctor as doctor_cli, download as download_cli
+from videogen.cli.plan import plan_command
 
 from videogen.errors import VideogenError
 
@@ -99,6 +100,7 @@ def generate(
 app.command("batch")(batch_command(generate))
 app.command("download")(download_cli.download)
 app.command("doctor")(doctor_cli.doctor)
+app.command("plan")(plan_command)
 
 
 @presets_app.callback(invoke_without_command=True)
@@ -131,8 +133,13 @@ def presets_show(name: Annotated[str, typer.Argument(help="Preset name or YAML p
 
 
 @app.command()
-def models() -> None:
+def models(card: Annotated[str | None, typer.Option("--card", help="Show a preset's model card: parameters per component, download size, disk needed.")] = None) -> None:
     """Supported model families, their tasks and the presets that use them."""
+    if card is not None:
+        from videogen.plan.cards import card_text
+
+        sys.stdout.write(card_text(card))
+        return
     from videogen.cli.listing import list_models
 
     list_models()
