@@ -183,7 +183,7 @@ def test_uncached_hub_id_offline_says_how_to_fetch(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     r = run_inprocess(capsys, "generate", "a cat", "-m", "someone/some-video-model")
     assert r.code == 2
-    assert "hf download someone/some-video-model" in r.err and len(r.err.strip().splitlines()) == 1
+    assert "videogen download someone/some-video-model" in r.err and len(r.err.strip().splitlines()) == 1
 
 
 def test_hub_id_resolves_from_the_local_cache(tiny_wan, tmp_path, monkeypatch):

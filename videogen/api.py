@@ -49,7 +49,7 @@ def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun
 
     model_from = spec.extras.get("where", {}).get("model", "--model")
     try:
-        info = inspect_model(spec.model)
+        info = inspect_model(spec.model, spec.revision, spec.variant)
     except UserError as e:
         raise UserError(str(e) if model_from.startswith("--") else f"{model_from}: {e}") from None
     spec = resolve_spec(spec, info)  # sizes, frames and images checked before any weight is read

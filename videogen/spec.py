@@ -37,6 +37,8 @@ class RenderSpec:
     prompt: str
     model: str = _f(BUILTIN_MODEL, "Preset name, Hugging Face Hub id or local diffusers folder (default: the "
                     "built-in model).", kind=ENGINE)
+    revision: str | None = _f(None, "Branch, tag or commit of a Hub model (recorded as the commit).", kind=ENGINE)
+    variant: str | None = _f(None, "Weights variant: fp16 | bf16 (default: the model's own weights).", kind=ENGINE)
     negative_prompt: str | None = _f(help="What the video should not show.")
     frames: int | None = _f(help="Number of frames (Wan: 4k+1).", range=(1, 10_000))
     height: int | None = _f(help="Height in pixels.", range=(8, 8192))

@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 from videogen.cli import options as o
 from videogen.cli.batch import batch_command
+from videogen.cli import doctor as doctor_cli, download as download_cli
+from videogen.cli.plan import plan_command
 
 from videogen.errors import VideogenError
 
@@ -40,7 +42,7 @@ app.add_typer(presets_app, name="presets")
 @app.command()
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="What the video shows.", show_default=False)] = None,
-    model: o.Model = None, preset: o.PresetOpt = None, negative_prompt: o.Negative = None,
+    model: o.Model = None, revision: o.Revision = None, variant: o.Variant = None, preset: o.PresetOpt = None, negative_prompt: o.Negative = None,
     frames: o.Frames = None, height: o.Height = None, width: o.Width = None, steps: o.Steps = None,
     guidance: o.Guidance = None, guidance_2: o.Guidance2 = None, true_guidance: o.TrueGuidance = None,
     seed: o.Seed = None, fps: o.Fps = None,
@@ -63,7 +65,7 @@ def generate(
     from videogen.video import STDOUT
 
     flags = o.flag_values(
-        model=model, negative_prompt=negative_prompt, frames=frames, height=height, width=width, steps=steps,
+        model=model, revision=revision, variant=variant, negative_prompt=negative_prompt, frames=frames, height=height, width=width, steps=steps,
         guidance=guidance, guidance_2=guidance_2, true_guidance=true_guidance, seed=seed, fps=fps, image=image,
         last_image=last_image,
         scheduler=scheduler, flow_shift=flow_shift, max_sequence_length=max_sequence_length, crf=crf,
@@ -96,6 +98,9 @@ def generate(
 
 
 app.command("batch")(batch_command(generate))
+app.command("download")(download_cli.download)
+app.command("doctor")(doctor_cli.doctor)
+app.command("plan")(plan_command)
 
 
 @presets_app.callback(invoke_without_command=True)
@@ -128,8 +133,13 @@ def presets_show(name: Annotated[str, typer.Argument(help="Preset name or YAML p
 
 
 @app.command()
-def models() -> None:
+def models(card: Annotated[str | None, typer.Option("--card", help="Show a preset's model card: parameters per component, download size, disk needed.")] = None) -> None:
     """Supported model families, their tasks and the presets that use them."""
+    if card is not None:
+        from videogen.plan.cards import card_text
+
+        sys.stdout.write(card_text(card))
+        return
     from videogen.cli.listing import list_models
 
     list_models()

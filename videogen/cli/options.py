@@ -35,11 +35,11 @@ def option(name: str) -> Any:
     flag = "--" + name.replace("_", "-")
     kind: Any = _ENUMS.get(name) or (Path if name in _PATHS else plain)
     names = [f"{flag}/--no-{flag[2:]}" if plain is bool else flag, *([_SHORT[name]] if name in _SHORT else [])]
-    panel = E if (decl["kind"] == "engine" and name != "model") or name in ("cache_drift", "batch_cfg") else R
+    panel = E if (decl["kind"] == "engine" and name not in ("model", "revision", "variant")) or name in ("cache_drift", "batch_cfg") else R
     return Annotated[kind | None, typer.Option(*names, help=decl["help"], rich_help_panel=panel)]
 
 
-Model = option("model")
+Model, Revision, Variant = option("model"), option("revision"), option("variant")
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="Built-in preset name or path to a YAML preset.", rich_help_panel=R)]
 Negative, Frames, Height, Width = option("negative_prompt"), option("frames"), option("height"), option("width")
 Steps, Guidance, TrueGuidance, Guidance2 = option("steps"), option("guidance"), option("true_guidance"), option("guidance_2")
