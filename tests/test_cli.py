@@ -252,7 +252,8 @@ def test_every_spec_field_is_declared_once_and_every_place_agrees():
         value = getattr(base, name)
         if other is None:
             kinds = spec.spec_field_types()[name]
-            other = (not value) if kinds is bool else 1.0 if kinds is float else [c for c in kinds if c != value][0]
+            other = ((not value) if kinds is bool else 1.0 if kinds is float else "other" if kinds is str
+                     else [c for c in kinds if c != value][0])
         assert engine.engine_key(base) != engine.engine_key(base.replace(**{name: other})), name
     for name, (lo, hi) in spec.RANGES.items():
         assert decl[name]["range"] == (lo, hi)
