@@ -20,7 +20,7 @@ from videogen import loading
 from videogen.errors import RenderError, UserError
 from videogen.families import Family, family_for
 from videogen.families.base import Geometry
-from videogen.sampling import sample
+from videogen.sampling import EstimateCallback, sample
 from videogen.spec import RenderSpec
 
 log = logging.getLogger("videogen")
@@ -174,7 +174,9 @@ class Engine:
         return resolve_spec(spec, self.info)
 
     @torch.no_grad()
-    def render(self, spec: RenderSpec, progress: Progress | None = None) -> RenderResult:
+    def render(self, spec: RenderSpec, progress: Progress | None = None,
+               on_estimate: EstimateCallback | None = None) -> RenderResult:
+        """`on_estimate(i, total, x0)` sees each step's estimate of the clean latents (--preview, --trace)."""
         spec = self.resolve(spec)
         timings: dict[str, float] = {"load": round(self.load_seconds, 4)}
 
@@ -207,7 +209,7 @@ class Engine:
             progress("denoise", 0, total)
         with opts.cached(spec) if opts is not None else contextlib.nullcontext():
             latents = stage("denoise", lambda: run(plan, (lambda i, n, _x: progress("denoise", i + 1, n))
-                                                  if progress else None))
+                                                  if progress else None, on_estimate))
         if not torch.isfinite(latents).all():
             raise RenderError("the sampler produced NaN or infinite values (try --dtype float32 or bfloat16)")
         if progress:

@@ -36,6 +36,8 @@ class StepInfo:
 
 Predict = Callable[[torch.Tensor, torch.Tensor, Conditioning, StepInfo], torch.Tensor]
 StepCallback = Callable[[int, int, torch.Tensor], None]
+# (step index, total, x0): the current estimate of the clean latents, in the loop's own latent layout.
+EstimateCallback = Callable[[int, int, torch.Tensor], None]
 
 
 @dataclass
@@ -82,8 +84,32 @@ def guided_prediction(plan: Plan, x: torch.Tensor, t: torch.Tensor, step: StepIn
     return cfg(cond, uncond, scale)
 
 
-def sample(plan: Plan, callback: StepCallback | None = None) -> torch.Tensor:
-    """Run the sampler over `plan.timesteps`; returns the final latents."""
+def estimate_x0(scheduler: Any, out: torch.Tensor, t: torch.Tensor, x: torch.Tensor,
+                sigma: float | None) -> torch.Tensor:
+    """The clean latents the model's output points at, from the scheduler's convention (not the family's).
+
+    Flow matching: x0 = x_t - sigma * v. Noise-schedule samplers (DDIM, DPM): from alphas_cumprod[t] and the
+    prediction type (epsilon, v or the sample itself). Costs one elementwise pass over the latents.
+    """
+    config = scheduler.config
+    kind = config.get("prediction_type")
+    if kind == "flow_prediction" or (kind is None and sigma is not None):
+        assert sigma is not None, "a flow-matching scheduler without sigmas"
+        return x - sigma * out
+    alpha = scheduler.alphas_cumprod.to(x.device)[int(t)].to(x.dtype)
+    if kind == "v_prediction":
+        return alpha.sqrt() * x - (1 - alpha).sqrt() * out
+    if kind == "sample":
+        return out
+    return (x - (1 - alpha).sqrt() * out) / alpha.sqrt()  # epsilon
+
+
+def sample(plan: Plan, callback: StepCallback | None = None,
+           on_estimate: EstimateCallback | None = None) -> torch.Tensor:
+    """Run the sampler over `plan.timesteps`; returns the final latents.
+
+    `on_estimate`, when given, sees the x0 estimate of every step (previews, traces); it is only computed then.
+    """
     step = plan.step or (lambda out, t, x: plan.scheduler.step(out, t, x, return_dict=False)[0])
     if hasattr(plan.scheduler, "set_begin_index"):
         plan.scheduler.set_begin_index(0)
@@ -94,9 +120,12 @@ def sample(plan: Plan, callback: StepCallback | None = None) -> torch.Tensor:
     for i, t in enumerate(plan.timesteps):
         sigma = float(sigmas[i]) if sigmas is not None and i < len(sigmas) else None
         out = guided_prediction(plan, x, t, StepInfo(i, total, sigma), pair)
+        x0 = estimate_x0(plan.scheduler, out, t, x, sigma) if on_estimate is not None else None
         x = step(out, t, x)
         if plan.after_step is not None:
             x = plan.after_step(x, i)
         if callback is not None:
             callback(i, total, x)
+        if on_estimate is not None and x0 is not None:  # x0 is set whenever on_estimate is
+            on_estimate(i, total, x0 if plan.after_step is None else plan.after_step(x0, i))
     return x

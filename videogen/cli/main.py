@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from videogen.cli import options as o
+from videogen.cli import watch as w
 from videogen.cli.batch import batch_command
 
 from videogen.errors import VideogenError
@@ -54,6 +55,7 @@ def generate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    preview: w.PreviewOpt = None, trace: w.TraceOpt = None, trace_fast: w.TraceFastOpt = False,
 ) -> None:
     """Render one video from a text prompt."""
     from videogen.cli.render import render_one
@@ -72,7 +74,8 @@ def generate(
 
         record = load_record(from_)
     spec = o.merge(prompt, flags, preset, record, where=str(from_) if from_ else "")
-    result = render_one(spec, output, overwrite=overwrite, quiet=quiet)
+    result = render_one(spec, output, overwrite=overwrite, quiet=quiet,
+                        watch=w.Watch(preview=preview, trace=trace, trace_fast=trace_fast))
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
     else:
