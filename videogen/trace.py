@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 MAX_SHEET_WIDTH = 4096  # contact sheets of long, wide videos are scaled down to this width
 TRACE_FPS = 4  # steps per second in the trace video
+GAP, GAP_GRAY = 2, 128  # contact sheet: pixels between tiles, and their gray
 
 
 def sheet_path(trace: Path) -> Path:
@@ -72,12 +73,18 @@ class Trace:
         return np.stack([pv.even(pv.grid(frames, cols)) for frames in self.steps])
 
     def sheet(self) -> np.ndarray:
-        """Steps down, frames across, one tile each."""
+        """Steps down, frames across, one tile each, with a thin gray line between tiles (without it, an
+        object moving across its frames looks still: neighbouring tiles would join into one picture)."""
         stacked = np.stack(self.steps)  # [S,L,h,w,3]
         s, n, h, w, _ = stacked.shape
         shrink = max(1, -(-n * w // MAX_SHEET_WIDTH))
         stacked = stacked[:, :, ::shrink, ::shrink]
-        return stacked.transpose(0, 2, 1, 3, 4).reshape(s * stacked.shape[2], n * stacked.shape[3], 3)
+        h, w = stacked.shape[2:4]
+        out = np.full((s * (h + GAP) - GAP, n * (w + GAP) - GAP, 3), GAP_GRAY, dtype=np.uint8)
+        for i in range(s):
+            for j in range(n):
+                out[i * (h + GAP):i * (h + GAP) + h, j * (w + GAP):j * (w + GAP) + w] = stacked[i, j]
+        return out
 
     def write(self, overwrite: bool) -> tuple[Path, Path]:
         """Write the trace MP4 and its contact sheet, each through a temporary file renamed into place."""

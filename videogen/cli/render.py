@@ -13,6 +13,9 @@ from videogen.spec import RenderSpec
 def render_one(spec: RenderSpec, output: Path | None, *, overwrite: bool, quiet: bool,
                watch: Watch | None = None) -> dict[str, Any]:
     from videogen.cli import watch as w
+
+    watch = watch or w.Watch()
+    w.check_paths(watch, output, overwrite)
     from videogen.cli.progress import RenderProgress
 
     from videogen.engine import Engine, inspect_model, resolve_device, resolve_dtype, resolve_spec
@@ -24,7 +27,6 @@ def render_one(spec: RenderSpec, output: Path | None, *, overwrite: bool, quiet:
     output = output if output is not None else default_output(spec.prompt, spec.seed)
     output_kind(output)
     check_output(output, overwrite)
-    watch = watch or w.Watch()
     w.check(watch, info, output, overwrite)
     with RenderProgress(enabled=not quiet) as progress:
         engine = Engine.load(spec, progress)

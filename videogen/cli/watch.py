@@ -31,13 +31,13 @@ class Watch:
     trace_fast: bool = False
 
 
-def check(watch: Watch, info: ModelInfo, output: Path, overwrite: bool) -> None:
-    """Everything that can be refused before a weight is read: paths, clashes, a model without factors."""
+def check_paths(watch: Watch, output: Path | None, overwrite: bool) -> None:
+    """The paths, refused first (before torch is even imported): wrong type, missing folder, taken, clashing."""
     from videogen import preview, trace
 
     if watch.trace_fast and watch.trace is None:
         raise UserError("--trace-fast needs --trace PATH.mp4")
-    paths: dict[str, Path] = {"-o/--output": output.absolute()}
+    paths: dict[str, Path] = {"-o/--output": output.absolute()} if output is not None else {}
     if watch.preview is not None:
         preview.check_image_path(watch.preview, "--preview", (".png",), overwrite)
         paths["--preview"] = watch.preview.absolute()
@@ -52,6 +52,13 @@ def check(watch: Watch, info: ModelInfo, output: Path, overwrite: bool) -> None:
         if p in seen:
             raise UserError(f"{flag} {p} is also the {seen[p]} path: give each its own file")
         seen[p] = flag
+
+
+def check(watch: Watch, info: ModelInfo, output: Path, overwrite: bool) -> None:
+    """What needs the model's configs (still before any weight is read): a model without factors."""
+    from videogen import preview
+
+    check_paths(watch, output, overwrite)  # again, now that the default output path is known
     if (watch.preview is not None or watch.trace_fast) and preview.factors_for(info) is None:
         flag = "--preview" if watch.preview is not None else "--trace-fast"
         raise UserError(f"{flag}: no latent-to-RGB factors are known for this {info.family.name} model "
