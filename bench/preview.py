@@ -11,6 +11,7 @@ latents), where a transformer step takes seconds even on a GPU.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -91,8 +92,9 @@ def main() -> None:
              "|---|---|---|---|---|"]
     rows = []
     if builtin_model() is not None:
-        rows.append(("built-in model", "17x32x32 (its own)", measure("builtin:mini", None, None, None, 8,
-                                                                     args.repeats)))
+        d = json.loads((HERE.parent / "videogen" / "mini" / "defaults.json").read_text())
+        rows.append(("built-in model", f"{d['frames']}x{d['height']}x{d['width']} (its own)",
+                     measure("builtin:mini", d["frames"], d["height"], d["width"], d["steps"], args.repeats)))
     with tempfile.TemporaryDirectory() as tmp:
         small = str(save_small_wan(Path(tmp) / "small-wan"))
         for label, f, h, w, steps in SMALL_SIZES:

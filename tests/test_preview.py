@@ -204,13 +204,51 @@ def test_terminal_image_payloads_carry_the_picture():
     from videogen.termimage import iterm2, kitty, sixel
 
     image = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
-    seq = kitty(image, first=True)
+    seq = kitty(image)
     chunks = seq.split("\x1b\\")[:-1]
     assert chunks[0].startswith("\x1b_Ga=T,f=100,") and all(c.startswith("\x1b_G") for c in chunks)
     payload = "".join(c.split(";", 1)[1] for c in chunks)
     assert np.array_equal(np.asarray(Image.open(BytesIO(base64.b64decode(payload)))), image)
-    assert kitty(image, first=False).startswith("\x1b_Ga=t,")  # later steps replace the image in place
     body = iterm2(image).removeprefix("\x1b]1337;File=").removesuffix("\x07").split(":", 1)[1]
     assert np.array_equal(np.asarray(Image.open(BytesIO(base64.b64decode(body)))), image)
     six = sixel(image)
     assert six.startswith("\x1bPq") and six.endswith("\x1b\\") and six.count("-") == math.ceil(40 / 6)
+
+
+def test_kitty_terminal_gets_the_preview_picture_on_stderr(tiny_wan_euler, tmp_path):
+    """stderr on a pseudo-terminal, TERM=xterm-kitty: the preview is drawn there (and not when it is a pipe)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    exe = Path(sys.executable).with_name("videogen")
+    proc = subprocess.Popen([str(exe), "generate", PROMPT, "-m", str(tiny_wan_euler), *TINY, "--steps", "2",
+                             "-o", "v.mp4"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=slave,
+                            env={**os.environ, "TERM": "xterm-kitty", "COLUMNS": "100"})
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=300) == 0
+    os.close(master)
+    err = b"".join(chunks).decode(errors="replace")
+    start = err.index("\x1b_Ga=T,f=100,")
+    payload = []
+    for piece in err[start:].split("\x1b_G")[1:]:
+        keys, rest = piece.split(";", 1)
+        payload.append(rest.split("\x1b\\", 1)[0])
+        if "m=0" in keys:
+            break
+    picture = np.asarray(Image.open(__import__("io").BytesIO(base64.b64decode("".join(payload)))))
+    assert picture.shape == (128, 128, 3)  # the preview grid of the tiny model
+    piped = run_cli("generate", PROMPT, "-m", tiny_wan_euler, *TINY, "--steps", "2", "-o", "w.mp4", cwd=tmp_path,
+                    env={"TERM": "xterm-kitty"})
+    assert piped.code == 0 and "\x1b_G" not in piped.err

@@ -3,7 +3,9 @@
 Detected from the environment only (no terminal query, which would need to read stdin): KITTY_WINDOW_ID or
 TERM=xterm-kitty (also Ghostty) for kitty; TERM_PROGRAM iTerm.app or WezTerm for iTerm2; a TERM known to
 draw sixel (foot, mlterm, contour, or one that says "sixel"). Off otherwise, and off when stderr is not a TTY.
-kitty redraws one image in place step after step; the others print a new picture at most once a second.
+A new picture is printed above the progress bar at most once a second (and for the first step). In kitty it
+reuses one image id: re-sending an image deletes its earlier placements, so only the newest stays on screen
+(kitty's in-place update, through its animation frames, is not used: Ghostty lacks it).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 SIXEL_TERMS = ("foot", "mlterm", "contour", "yaft")
-KITTY_IMAGE_ID = 7501  # one image, re-sent each step: kitty redraws every placement of it
+KITTY_IMAGE_ID = 7501  # one image id, re-sent each time: the terminal keeps only the newest picture
 
 
 def protocol(env: Mapping[str, str], isatty: bool) -> str | None:
@@ -41,15 +43,14 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def kitty(image: np.ndarray, first: bool) -> str:
-    """Transmit (and the first time, place) a PNG; later calls replace the image in its placement."""
+def kitty(image: np.ndarray) -> str:
+    """Transmit and place a PNG under one image id (which removes the picture sent before it)."""
     data = base64.b64encode(png_bytes(image)).decode()
     chunks = [data[i:i + 4096] for i in range(0, len(data), 4096)] or [""]
-    action = "T" if first else "t"
     out = []
     for n, chunk in enumerate(chunks):
         more = int(n < len(chunks) - 1)
-        keys = f"a={action},f=100,i={KITTY_IMAGE_ID},q=2,m={more}" if n == 0 else f"m={more}"
+        keys = f"a=T,f=100,i={KITTY_IMAGE_ID},q=2,m={more}" if n == 0 else f"m={more}"
         out.append(f"\x1b_G{keys};{chunk}\x1b\\")
     return "".join(out)
 
@@ -92,17 +93,14 @@ def _runs(chars: str) -> str:
 
 
 def shower(kind: str, write: Callable[[str], None], interval: float = 1.0) -> Callable[[np.ndarray], None]:
-    """A per-step callback drawing the preview with `write` (which must not measure or escape the text)."""
-    state = {"first": True, "last": 0.0}
+    """A per-step callback drawing the preview with `write` (which must pass the text on unmeasured, as is)."""
+    encode = {"kitty": kitty, "iterm2": iterm2, "sixel": sixel}[kind]
+    last = [float("-inf")]
 
     def show(image: np.ndarray) -> None:
         now = time.monotonic()
-        if kind != "kitty" and not state["first"] and now - state["last"] < interval:
-            return
-        if kind == "kitty":
-            write(kitty(image, state["first"]))
-        else:
-            write(iterm2(image) if kind == "iterm2" else sixel(image))
-        state["first"], state["last"] = False, now
+        if now - last[0] >= interval:
+            write(encode(image))
+            last[0] = now
 
     return show

@@ -76,11 +76,9 @@ class Watchers:
         terminal = None
         kind = termimage.protocol(os.environ, sys.stderr.isatty()) if show_terminal else None
         if kind is not None and factors is not None:
-            from rich.control import Control
-
             from videogen.cli.progress import stderr
 
-            terminal = termimage.shower(kind, lambda text: stderr.print(Control(text)))
+            terminal = termimage.shower(kind, lambda text: stderr.print(_Raw(text)))
         if factors is not None and (watch.preview is not None or terminal is not None):
             self.preview = preview.Preview(watch.preview, factors, model, spec, terminal)
         if watch.trace is not None:
@@ -125,3 +123,16 @@ def summary(record: dict[str, Any]) -> str:
     if "trace" in watch:
         parts.append(f"trace: {watch['trace']['path']} (contact sheet {watch['trace']['contact_sheet']})")
     return "done: " + "; ".join(parts)
+
+
+class _Raw:
+    """Escape codes for rich to pass through as they are: a control segment, zero width, never wrapped."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.control import ControlType
+        from rich.segment import Segment
+
+        yield Segment(self.text, None, [(ControlType.BELL,)])  # the control code is a marker, not written
