@@ -31,14 +31,15 @@ REAL_LATENTS = [("Wan 2.1 480p, 81 frames", 16, 21, 60, 104, ("wan", 16)),
                 ("LTX-Video 704x480, 121 frames", 128, 16, 15, 22, ("ltx", 128))]
 
 
-def measure(model: str, frames: int | None, height: int | None, width: int | None, steps: int,
-            repeats: int) -> dict[str, float]:
+def measure(model: str, frames: int, height: int, width: int, steps: int, repeats: int,
+            guidance: float | None = None, batch_cfg: bool = False) -> dict[str, float]:
     from videogen.engine import Engine
     from videogen.preview import Preview, factors_for
     from videogen.spec import RenderSpec
 
     spec = RenderSpec(prompt="a red circle moving left on a black background", model=model, frames=frames,
-                      height=height, width=width, steps=steps, seed=0, device="cpu", dtype="float32")
+                      height=height, width=width, steps=steps, guidance=guidance, seed=0, device="cpu",
+                      dtype="float32", batch_cfg=batch_cfg)
     engine = Engine.load(spec)
     spec = engine.resolve(spec)
     factors = factors_for(engine.info)
@@ -92,9 +93,10 @@ def main() -> None:
              "|---|---|---|---|---|"]
     rows = []
     if builtin_model() is not None:
-        d = json.loads((HERE.parent / "videogen" / "mini" / "defaults.json").read_text())
+        d = json.loads((HERE.parent / "videogen" / "mini" / "model" / "videogen_defaults.json").read_text())
         rows.append(("built-in model", f"{d['frames']}x{d['height']}x{d['width']} (its own)",
-                     measure("builtin:mini", d["frames"], d["height"], d["width"], d["steps"], args.repeats)))
+                     measure("builtin:mini", d["frames"], d["height"], d["width"], d["steps"], args.repeats,
+                             d["guidance"], d.get("batch_cfg", False))))
     with tempfile.TemporaryDirectory() as tmp:
         small = str(save_small_wan(Path(tmp) / "small-wan"))
         for label, f, h, w, steps in SMALL_SIZES:

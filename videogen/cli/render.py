@@ -2,45 +2,35 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from videogen.cli.watch import Watch
+from videogen.settings import Rerun
 from videogen.spec import RenderSpec
 
 
-def render_one(spec: RenderSpec, output: Path | None, *, overwrite: bool, quiet: bool,
-               watch: Watch | None = None) -> dict[str, Any]:
+def render_one(spec: RenderSpec, output: Path | None, *, overwrite: bool, quiet: bool, rerun: Rerun | None = None,
+               allow_different_model: bool = False, watch: Watch | None = None) -> dict[str, Any]:
+    """The run record, as written beside the output (`timings.write` and `output` included)."""
     from videogen.cli import watch as w
 
     watch = watch or w.Watch()
-    w.check_paths(watch, output, overwrite)
+    w.check_paths(watch, output, overwrite)  # --preview / --trace paths: refused before torch is imported
+    from videogen.api import prepare, render_and_write
     from videogen.cli.progress import RenderProgress
 
-    from videogen.engine import Engine, inspect_model, resolve_device, resolve_dtype, resolve_spec
-    from videogen.video import check_output, default_output, output_kind, write_video
-
-    info = inspect_model(spec.model)
-    spec = resolve_spec(spec, info)  # sizes, frames and image checked before any weight is read
-    resolve_dtype(spec.dtype, resolve_device(spec.device))
-    output = output if output is not None else default_output(spec.prompt, spec.seed)
-    output_kind(output)
-    check_output(output, overwrite)
+    spec, info, output = prepare(spec, output, overwrite, rerun, allow_different_model)
     w.check(watch, info, output, overwrite)
+    from videogen.engine import Engine  # torch: only once the output and settings passed their checks
+
     with RenderProgress(enabled=not quiet) as progress:
         engine = Engine.load(spec, progress)
-        watchers = w.Watchers(watch, info, engine.model, engine.resolve(spec), show_terminal=not quiet)
-        result = engine.render(spec, progress, watchers if watchers.active else None)
-        progress("write", 0, 1)
-        start = time.perf_counter()
-        record = dict(result.record)
-        write_video(result.frames, output, result.spec.fps or 16, record, crf=spec.crf, overwrite=overwrite)
-        progress("write", 1, 1)
+        watchers = w.Watchers(watch, info, engine.model, spec, show_terminal=not quiet)
+        record = render_and_write(engine, spec, output, overwrite, progress,
+                                  on_estimate=watchers if watchers.active else None).record
         if watchers.active:
             record["watch"] = watchers.finish(overwrite)
-    record["timings"]["write"] = round(time.perf_counter() - start, 4)
-    record["output"] = str(output)
     if not quiet:
         from videogen.cli.progress import stderr
 
