@@ -77,6 +77,11 @@ def preview_alone(channels: int, frames: int, h: int, w: int, key: tuple[str, in
     return statistics.median(took)
 
 
+def row(lines: list[str], model: str, size: str, m: dict[str, float]) -> None:
+    lines.append(f"| {model} | {size} | {m['step_s']:.3f} | {m['preview_s'] * 1000:.2f} | {m['ratio']:.2%} |")
+    print(lines[-1], flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -91,25 +96,23 @@ def main() -> None:
              f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}", "",
              "| model | size (frames x h x w) | step, s | preview, ms/step | preview / step |",
              "|---|---|---|---|---|"]
-    rows = []
+    print("\n".join(lines), flush=True)
     if builtin_model() is not None:
         d = json.loads((HERE.parent / "videogen" / "mini" / "model" / "videogen_defaults.json").read_text())
-        rows.append(("built-in model", f"{d['frames']}x{d['height']}x{d['width']} (its own)",
+        row(lines, "built-in model", f"{d['frames']}x{d['height']}x{d['width']} (its own)",
                      measure("builtin:mini", d["frames"], d["height"], d["width"], d["steps"], args.repeats,
-                             d["guidance"], d.get("batch_cfg", False))))
+                             d["guidance"], d.get("batch_cfg", False)))
     with tempfile.TemporaryDirectory() as tmp:
         small = str(save_small_wan(Path(tmp) / "small-wan"))
         for label, f, h, w, steps in SMALL_SIZES:
-            rows.append(("small random Wan 2.1 (16 ch)", label, measure(small, f, h, w, steps, args.repeats)))
-    for model, size, m in rows:
-        lines.append(f"| {model} | {size} | {m['step_s']:.3f} | {m['preview_s'] * 1000:.2f} | {m['ratio']:.2%} |")
+            row(lines, "small random Wan 2.1 (16 ch)", label, measure(small, f, h, w, steps, args.repeats))
     lines += ["", "Preview alone at real models' latent sizes (random latents):", "",
               "| model | latents (C x F x h x w) | preview, ms |", "|---|---|---|"]
     for model, c, f, h, w, key in REAL_LATENTS:
         ms = preview_alone(c, f, h, w, key, args.repeats) * 1000
         lines.append(f"| {model} | {c}x{f}x{h}x{w} | {ms:.1f} |")
     text = "\n".join(lines) + "\n"
-    print(text)
+    print("\n".join(lines[-len(REAL_LATENTS) - 4:]), flush=True)
     if args.out is not None:
         with args.out.open("a", encoding="utf-8") as fh:
             fh.write("\n" + text)
