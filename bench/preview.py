@@ -112,7 +112,7 @@ def main() -> None:
         ms = preview_alone(c, f, h, w, key, args.repeats) * 1000
         lines.append(f"| {model} | {c}x{f}x{h}x{w} | {ms:.1f} |")
     text = "\n".join(lines) + "\n"
-    print("\n".join(lines[-len(REAL_LATENTS) - 4:]), flush=True)
+    print("\n" + "\n".join(lines[-len(REAL_LATENTS) - 4:]), flush=True)
     if args.out is not None:
         with args.out.open("a", encoding="utf-8") as fh:
             fh.write("\n" + text)
