@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from videogen.errors import UserError
 from videogen.settings import merge  # noqa: F401  (the commands' merge)
 from videogen.spec import check_value, declarations, spec_field_types
 
@@ -23,7 +24,7 @@ DeviceDtype, OffloadMode = _choices("DeviceDtype", _TYPES["dtype"]), _choices("O
 CacheMode, QuantizeMode = _choices("CacheMode", _TYPES["cache"]), _choices("QuantizeMode", _TYPES["quantize"])
 _ENUMS = {"dtype": DeviceDtype, "offload": OffloadMode, "cache": CacheMode, "quantize": QuantizeMode}
 _PATHS = {"image", "last_image"}  # options Typer checks as paths
-_SHORT = {"model": "-m", "negative_prompt": "-n", "image": "-i"}
+_SHORT = {"model": "-m", "negative_prompt": "-n", "image": "-i", "flow_shift": "--shift"}  # and aliases
 R = "Render"
 E = "Engine (speed and memory)"
 
@@ -47,6 +48,17 @@ Scheduler, FlowShift, MaxTokens, Crf = option("scheduler"), option("flow_shift")
 Device, Dtype, Offload, VaeTiling = option("device"), option("dtype"), option("offload"), option("vae_tiling")
 Compile, Attention, CacheOpt, CacheThreshold = option("compile"), option("attention"), option("cache"), option("cache_threshold")
 CacheDrift, Quantize, BatchCfg = option("cache_drift"), option("quantize"), option("batch_cfg")
+# --- LoRA and exact schedules: list fields, so their options are built here by hand ---
+L = "LoRA and schedule"
+Lora = Annotated[list[str] | None, typer.Option("--lora", metavar="PATH:WEIGHT@EXPERT", help="LoRA .safetensors file, repeatable: PATH, PATH:WEIGHT (default 1) or PATH:WEIGHT@EXPERT, EXPERT high, low or both (default; Wan 2.2 A14B's two experts).", rich_help_panel=L)]
+Sigmas = Annotated[str | None, typer.Option("--sigmas", metavar="LIST", help="Exact schedule: comma-separated sigmas before the --shift, e.g. 1,0.75,0.5,0.25 (sets --steps).", rich_help_panel=L)]
+
+
+def parse_sigmas(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UserError(f"--sigmas: '{text}' is not a comma-separated list of numbers") from None
 
 
 def flag_values(**flags: Any) -> dict[str, Any]:
@@ -55,6 +67,10 @@ def flag_values(**flags: Any) -> dict[str, Any]:
     for name, value in flags.items():
         if value is None:
             continue
+        if name == "sigmas":
+            value = parse_sigmas(value)
+        elif name == "loras":
+            value = tuple(value)
         if isinstance(value, Enum):
             value = value.value
         elif isinstance(value, Path):

@@ -84,6 +84,8 @@ class Family(ABC):
     takes_true_guidance: ClassVar[bool] = False
     # Families whose guidance can follow CogVideoX's cosine ramp (`dynamic_guidance`).
     takes_dynamic_guidance: ClassVar[bool] = False
+    # Families whose plan() hands `spec.sigmas` (an exact schedule) to the scheduler.
+    takes_sigmas: ClassVar[bool] = False
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         self.path, self.index, self.device, self.dtype = path, index, device, dtype
