@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from videogen.cli import options as o
+from videogen.cli import watch as w
 from videogen.cli.batch import batch_command
 from videogen.cli import doctor as doctor_cli, download as download_cli
 from videogen.cli.plan import plan_command
@@ -58,6 +59,7 @@ def generate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    preview: w.PreviewOpt = None, trace: w.TraceOpt = None, trace_fast: w.TraceFastOpt = False,
 ) -> None:
     """Render one video from a text prompt (`-` reads it from stdin). `-o -` writes a fragmented MP4 to stdout."""
     from videogen.cli.render import render_one
@@ -88,7 +90,8 @@ def generate(
         rerun = read_rerun(from_)
     spec = o.merge(prompt, flags, preset, rerun)
     record = render_one(spec, output, overwrite=overwrite, quiet=quiet, rerun=rerun,
-                        allow_different_model=allow_different_model)
+                        allow_different_model=allow_different_model,
+                        watch=w.Watch(preview=preview, trace=trace, trace_fast=trace_fast))
     if output == STDOUT:
         return  # stdout carries only the video
     if as_json:

@@ -349,7 +349,11 @@ class Family(ABC):
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
         """Final latents -> frames [F,H,W,3] float32 in [0,1] on the CPU."""
-        z = self.video_latents(latents, spec)
+        return self.decode_video(self.video_latents(latents, spec), spec)
+
+    @torch.no_grad()
+    def decode_video(self, z: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
+        """Model-space latents [B,C,F,h,w] -> frames [F,H,W,3] float32 in [0,1] on the CPU."""
         # de-normalised in the wider of the two dtypes, as the pipelines do, then decoded in the VAE's
         z = self.format.denormalize(self.vae, z.to(torch.promote_types(z.dtype, self.vae.dtype)))
         return vae_ops.to_frames(self.vae_decode(z, spec))[0]
