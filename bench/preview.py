@@ -48,7 +48,7 @@ def measure(model: str, frames: int, height: int, width: int, steps: int, repeat
         for _ in range(repeats):
             plain.append(engine.render(spec).record["timings"]["per_step"])
             writer = Preview(Path(tmp) / "p.png", factors, engine.model, spec)
-            result = engine.render(spec, on_step=lambda i, n, _latents, x0: writer(i, n, x0))
+            result = engine.render(spec, on_step=lambda i, n, _latents, x0, w=writer: w(i, n, x0))
             watched.append(result.record["timings"]["per_step"])
             share.append(writer.seconds / writer.steps)
     step = statistics.median(plain)

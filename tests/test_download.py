@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import hub_server
+import pytest
 from hub_server import COMMIT, Hub, serve
 from test_hub_cache import clean_env, one_error_line, videogen
 

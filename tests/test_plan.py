@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from cli_helpers import run_cli
 from tiny import save_components, word_tokenizer
 

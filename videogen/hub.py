@@ -97,7 +97,12 @@ def _network_error(e: BaseException) -> bool:
 def _hub_errors(repo_id: str, revision: str | None, e: Exception) -> Exception:
     """A Hub failure as the error the user sees: bad id or revision exit 2, the network exit 1."""
     from huggingface_hub import constants
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     if isinstance(e, GatedRepoError):
         return UserError(f"'{repo_id}' is gated: accept its terms on the Hub and run `hf auth login`")
@@ -213,8 +218,14 @@ class _ByteProgress:
     """One progress bar over all bytes to fetch, fed by huggingface_hub's per-file tqdm updates."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         from videogen.cli.progress import stderr
 

@@ -79,7 +79,7 @@ def select(files: Iterable[str], index: dict[str, Any], variant: str | None = No
     # The root holds the index and, when a model ships them, its render defaults (videogen.settings reads them).
     sel = Selection(files=["model_index.json", *[f for f in files if f == ROOT_DEFAULTS]])
     found_variant = variant is None
-    for name, (_library, cls_name) in components(index).items():
+    for name, (_library, _cls_name) in components(index).items():
         own = sorted(by_folder.get(name, []))
         configs = [f for f in own if not weights_variant(f.rsplit("/", 1)[-1])[0]
                    and any(fnmatch.fnmatch(f.rsplit("/", 1)[-1], p) for p in CONFIG_PATTERNS)]
@@ -144,7 +144,7 @@ def check_folder(folder: Path, index: dict[str, Any], variant: str | None = None
     hint = f"; {fix}" if fix else ""
     present = list_files(folder)
     sel = select(present, index, variant, where=str(folder))
-    for name, (_library, cls_name) in components(index).items():
+    for name, (_library, _cls_name) in components(index).items():
         sub = folder / name
         if not sub.is_dir():
             raise UserError(f"{folder}: component folder '{name}' is missing{hint}")

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from videogen.cli import doctor as doctor_cli
+from videogen.cli import download as download_cli
 from videogen.cli import options as o
 from videogen.cli import watch as w
 from videogen.cli.batch import batch_command
-from videogen.cli import doctor as doctor_cli, download as download_cli
 from videogen.cli.plan import plan_command
-
 from videogen.errors import VideogenError
 
 app = typer.Typer(no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
