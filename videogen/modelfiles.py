@@ -144,7 +144,7 @@ def check_folder(folder: Path, index: dict[str, Any], variant: str | None = None
     hint = f"; {fix}" if fix else ""
     present = list_files(folder)
     sel = select(present, index, variant, where=str(folder))
-    for name, (_library, _cls_name) in components(index).items():
+    for name, (_library, cls_name) in components(index).items():
         sub = folder / name
         if not sub.is_dir():
             raise UserError(f"{folder}: component folder '{name}' is missing{hint}")
