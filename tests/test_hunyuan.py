@@ -113,7 +113,6 @@ def test_cli_refuses_what_the_model_cannot_take(tiny_hunyuan, capsys, monkeypatc
 @pytest.mark.parametrize("flags,expected", [
     (["--guidance-2", "3"], "--guidance-2 is for two-expert models (Wan 2.2 A14B); this hunyuan model does not take it"),
     (["--scheduler", "unipc"], "HunyuanVideo samples with its own scheduler only (--scheduler euler)"),
-    (["--dynamic-guidance"], "CogVideoX's cosine guidance ramp; this hunyuan model does not take it"),
 ])
 def test_refused_before_loading(tiny_hunyuan, tmp_path, flags, expected):
     """Fields HunyuanVideo does not take are refused from its configs alone: the folder here has no weights."""

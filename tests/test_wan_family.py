@@ -262,13 +262,13 @@ def test_presets_fit_their_models(name, multiple):
 def test_a_prompt_past_the_token_limit_is_cut_with_a_warning(tmp_path):
     """The built-in model's text encoder reads 16 tokens: a longer prompt still renders, stderr says how many
     tokens were cut, and the run record keeps the counts; a short prompt gets neither."""
-    prompt = " ".join(["a red circle moving left on a black background"] * 3)  # 24 words and </s>
+    prompt = " ".join(["a red circle moving left on a black background"] * 3)  # 27 words and </s>
     long_out, short_out = tmp_path / "long.mp4", tmp_path / "short.mp4"
     run = run_cli("generate", prompt, "--seed", "1", "--steps", "2", "-o", str(long_out))
     assert run.code == 0, run.err
-    assert "the prompt has 25 tokens; this model's text encoder reads 16, the last 9 are cut off" in run.err
+    assert "the prompt has 28 tokens; this model's text encoder reads 16, the last 12 are cut off" in run.err
     record = json.loads(Path(f"{long_out}.json").read_text())
-    assert record["prompt_truncated"] == {"tokens": 25, "kept": 16}
+    assert record["prompt_truncated"] == {"tokens": 28, "kept": 16}
     run = run_cli("generate", "a red circle moving left", "--seed", "1", "--steps", "2", "-o", str(short_out))
     assert run.code == 0, run.err
     assert "cut off" not in run.err
