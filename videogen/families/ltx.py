@@ -48,6 +48,8 @@ def unpack(x: torch.Tensor, frames: int, height: int, width: int, p: int, pt: in
 class LTX(Family):
     name = "ltx"
     title = "LTX-Video"
+    # a one-step schedule is [1.0]: the scheduler's stretch to shift_terminal divides 0 by 0 (LTXPipeline gets NaN too)
+    min_steps = 2
     # LTXConditionPipeline folders (0.9.5 on the Hub) hold the same components; they are driven as LTXPipeline.
     pipelines = ("LTXPipeline", "LTXImageToVideoPipeline", "LTXConditionPipeline")
     tasks = ("ti2v", "i2v")  # one checkpoint does both: the image is optional unless the folder says I2V
