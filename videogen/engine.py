@@ -75,6 +75,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
     """Fill the model's defaults and check what the model can take; bad values are refused by name."""
+    from videogen import clips
+
+    spec = clips.check_inputs(spec, info.family, info.geometry, info.family.task_of(info.index))
     d = info.family.defaults_for(info.index)
     spec = spec.replace(
         frames=spec.frames or d.frames, height=spec.height or d.height, width=spec.width or d.width,
@@ -222,6 +225,8 @@ class Engine:
         return RenderResult(frames=_to_uint8(frames), frames_float=frames, spec=spec, record=record)
 
     def record(self, spec: RenderSpec, plan_info: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+        from videogen import clips
+
         device = self.model.device
         return {
             "prompt": spec.prompt, "negative_prompt": spec.negative_prompt, "seed": spec.seed,
@@ -230,6 +235,7 @@ class Engine:
             "model": self.info.source.record(), "family": self.info.family.name,
             "scheduler": plan_info.get("scheduler"),
             "sampling": {k: v for k, v in plan_info.items() if k != "scheduler"},
+            "inputs": clips.describe(spec),
             "dtype": str(self.model.dtype).removeprefix("torch."), "device": str(device),
             "versions": versions(), "timings": timings,
             "spec": spec.replace(device=str(device), dtype=str(self.model.dtype).removeprefix("torch.")).to_dict(),

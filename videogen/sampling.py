@@ -58,6 +58,9 @@ class Plan:
     batch_cfg: bool = False
     step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+    # Where the scheduler starts in its own timesteps; None lets it find the first timestep itself (as
+    # diffusers' img2img-style pipelines do when they start part-way through the schedule).
+    begin_index: int | None = 0
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,8 +88,8 @@ def guided_prediction(plan: Plan, x: torch.Tensor, t: torch.Tensor, step: StepIn
 def sample(plan: Plan, callback: StepCallback | None = None) -> torch.Tensor:
     """Run the sampler over `plan.timesteps`; returns the final latents."""
     step = plan.step or (lambda out, t, x: plan.scheduler.step(out, t, x, return_dict=False)[0])
-    if hasattr(plan.scheduler, "set_begin_index"):
-        plan.scheduler.set_begin_index(0)
+    if hasattr(plan.scheduler, "set_begin_index") and plan.begin_index is not None:
+        plan.scheduler.set_begin_index(plan.begin_index)
     x = plan.latents
     total = len(plan.timesteps)
     sigmas = getattr(plan.scheduler, "sigmas", None)

@@ -39,6 +39,13 @@ class RenderSpec:
     max_sequence_length: int | None = None
     image: str | None = None
     last_image: str | None = None
+    # Input clips (videogen/clips.py): a control or source video, a mask video (white = generate), still images.
+    video: str | None = None
+    mask: str | None = None
+    reference_images: tuple[str, ...] = ()
+    conditioning_scale: float | None = None  # VACE: weight of the control hints in every VACE layer
+    strength: float | None = None  # video-to-video: how much of the schedule re-noises the source (0.8)
+    fit: bool = False  # resample input clips to the render's frames and size instead of refusing them
     # Engine options: they change speed and memory, and (for dtype, device, cache, quantize) the output.
     device: str = "auto"
     dtype: Dtype = "auto"
@@ -74,6 +81,9 @@ def spec_field_types() -> dict[str, Any]:
         if f.name == "extras":
             continue
         hint = hints[f.name]
+        if typing.get_origin(hint) is tuple:  # a repeatable flag: a list of strings
+            out[f.name] = list
+            continue
         if typing.get_origin(hint) is Literal:
             out[f.name] = tuple(get_args(hint))
             continue
@@ -101,6 +111,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "max_sequence_length": (1, 4096),
     "crf": (0, 51),
     "cache_threshold": (0.0, 10.0),
+    "conditioning_scale": (0.0, 10.0),
+    "strength": (0.0, 1.0),
 }
 
 
@@ -116,6 +128,10 @@ def check_value(name: str, value: Any, where: str) -> Any:
         if value not in want:
             raise UserError(f"{where}: '{name}' must be one of {', '.join(map(str, want))}, not {value!r}")
         return value
+    if want is list:
+        if isinstance(value, str) or not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"{where}: '{name}' must be a list of file names, not {value!r}")
+        return tuple(value)
     if want is bool:
         if not isinstance(value, bool):
             raise UserError(f"{where}: '{name}' must be true or false, not {value!r}")

@@ -45,6 +45,8 @@ def generate(
     guidance: o.Guidance = None, guidance_2: o.Guidance2 = None, true_guidance: o.TrueGuidance = None,
     seed: o.Seed = None, fps: o.Fps = None,
     image: o.Image = None, last_image: o.LastImage = None, scheduler: o.Scheduler = None,
+    video: o.Video = None, mask: o.Mask = None, reference_images: o.ReferenceImage = None,
+    conditioning_scale: o.ConditioningScale = None, strength: o.Strength = None, fit: o.Fit = None,
     flow_shift: o.FlowShift = None, max_sequence_length: o.MaxTokens = None, crf: o.Crf = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output .mp4 | .webm | .gif | folder for PNG frames (default: ./outputs/<prompt>-s<seed>.mp4).")] = None,
     device: o.Device = None, dtype: o.Dtype = None, offload: o.Offload = None, vae_tiling: o.VaeTiling = None,
@@ -66,12 +68,18 @@ def generate(
         device=device, dtype=dtype, offload=offload, vae_tiling=vae_tiling, compile=compile, attention=attention,
         cache=cache, cache_threshold=cache_threshold, cache_drift=cache_drift, quantize=quantize, batch_cfg=batch_cfg,
     )
+    flags.update(o.flag_values(video=video, mask=mask, reference_images=reference_images,
+                               conditioning_scale=conditioning_scale, strength=strength, fit=fit))
     record = None
     if from_ is not None:
         from videogen.video import load_record
 
         record = load_record(from_)
     spec = o.merge(prompt, flags, preset, record, where=str(from_) if from_ else "")
+    if record is not None:
+        from videogen.clips import check_unchanged
+
+        check_unchanged(record, spec, str(from_))
     result = render_one(spec, output, overwrite=overwrite, quiet=quiet)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -55,6 +55,13 @@ Seed = Annotated[int | None, typer.Option("--seed", help="Seed of the initial no
 Fps = Annotated[int | None, typer.Option("--fps", help="Frames per second of the output.", rich_help_panel=R)]
 Image = Annotated[Path | None, typer.Option("--image", "-i", help="First frame, for image-to-video models.", rich_help_panel=R)]
 LastImage = Annotated[Path | None, typer.Option("--last-image", help="Last frame, for first-last-frame models.", rich_help_panel=R)]
+# Input clips (videogen/clips.py)
+Video = Annotated[Path | None, typer.Option("--video", help="Input clip: the control video (Wan VACE) or the source video (video-to-video); sets frames and size unless given.", rich_help_panel=R)]
+Mask = Annotated[Path | None, typer.Option("--mask", help="Mask clip for --video (Wan VACE): white = generate, black = keep.", rich_help_panel=R)]
+ReferenceImage = Annotated[list[Path] | None, typer.Option("--reference-image", help="Reference image (Wan VACE); repeat for several.", rich_help_panel=R)]
+ConditioningScale = Annotated[float | None, typer.Option("--conditioning-scale", help="Weight of the control hints (Wan VACE; default 1).", rich_help_panel=R)]
+Strength = Annotated[float | None, typer.Option("--strength", help="Video-to-video: share of the steps that redraw the source (0..1, default 0.8).", rich_help_panel=R)]
+Fit = Annotated[bool | None, typer.Option("--fit/--no-fit", help="Resample input clips to the render's frames and size instead of refusing them.", rich_help_panel=R)]
 Scheduler = Annotated[str | None, typer.Option("--scheduler", help="unipc | euler | dpm++ (default: the model's own).", rich_help_panel=R)]
 FlowShift = Annotated[float | None, typer.Option("--flow-shift", help="Flow-matching timestep shift.", rich_help_panel=R)]
 MaxTokens = Annotated[int | None, typer.Option("--max-sequence-length", help="Text tokens given to the model.", rich_help_panel=R)]
@@ -82,6 +89,10 @@ def flag_values(**flags: Any) -> dict[str, Any]:
             value = value.value
         elif isinstance(value, Path):
             value = str(value)
+        elif isinstance(value, list | tuple):  # a repeatable flag
+            if not value:
+                continue
+            value = [str(v) for v in value]
         out[name] = check_value(name, value, f"--{name.replace('_', '-')}")
     return out
 

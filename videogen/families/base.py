@@ -84,6 +84,10 @@ class Family(ABC):
     takes_true_guidance: ClassVar[bool] = False
     # Families whose guidance can follow CogVideoX's cosine ramp (`dynamic_guidance`).
     takes_dynamic_guidance: ClassVar[bool] = False
+    # Input spec fields of videogen/clips.py this family takes (video, mask, reference_images, strength, ...),
+    # and those it cannot render without; any other one set is refused before loading.
+    inputs: ClassVar[frozenset[str]] = frozenset()
+    required_inputs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         self.path, self.index, self.device, self.dtype = path, index, device, dtype

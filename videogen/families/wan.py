@@ -36,7 +36,8 @@ TI2V_DEFAULTS = Defaults(frames=121, height=704, width=1280, steps=50, guidance=
 class Wan(Family):
     name = "wan"
     pipelines = ("WanPipeline",)
-    tasks = ("t2v", "ti2v")
+    tasks = ("t2v", "ti2v", "v2v")
+    inputs = frozenset({"video", "strength"})  # video-to-video (WanVideoToVideoPipeline) on any Wan T2V model
     # WanPipeline.__call__ defaults; Wan renders at 16 fps.
     defaults = Defaults(frames=81, height=480, width=832, steps=50, guidance=5.0, fps=16)
 
@@ -79,6 +80,10 @@ class Wan(Family):
             raise UserError("--guidance-2 is for two-expert models (Wan 2.2 A14B) only; this model has one")
         if index.get("expand_timesteps") and spec.last_image is not None:
             raise UserError("this Wan 2.2 TI2V model takes a first frame (--image) but no --last-image")
+        if "strength" in cls.inputs:
+            from videogen.families import wan_v2v
+
+            wan_v2v.check(index, spec)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         mods = {"text_encoder": self.text_encoder, "transformer": self.transformer, "vae": self.vae}
@@ -141,7 +146,7 @@ class Wan(Family):
         s, t = self.vae_geo.spatial, self.vae_geo.temporal
         cfg = self.transformer.config
         shape = (1, cfg.out_channels or cfg.in_channels, (spec.frames - 1) // t + 1, spec.height // s, spec.width // s)
-        latents = initial_noise(shape, spec.seed, self.device)
+        timesteps, latents, begin, start_info = self.start(scheduler, initial_noise(shape, spec.seed, self.device), spec)
         high, low = self.guidances(spec)
         boundary = (None if self.boundary_ratio is None
                     else self.boundary_ratio * scheduler.config.num_train_timesteps)
@@ -169,8 +174,7 @@ class Wan(Family):
             with model.cache_context(c.name, **step.cache_kwargs()):
                 return model(hidden_states=x.to(self.dtype), timestep=timestep,
                              encoder_hidden_states=c.tensors["encoder_hidden_states"],
-                             encoder_hidden_states_image=c.tensors.get("encoder_hidden_states_image"),
-                             return_dict=False)[0]
+                             **self.network_inputs(c), return_dict=False)[0]
 
         after_step = None
         if mask is not None and first is not None:
@@ -180,14 +184,28 @@ class Wan(Family):
                 return (1 - mask) * first + mask * x
 
             latents = after_step(latents, -1)
-        info: dict[str, Any] = {"scheduler": describe(scheduler)}
+        info: dict[str, Any] = {"scheduler": describe(scheduler), **start_info}
         if boundary is not None:
             info.update(boundary_timestep=boundary, guidance_2=low)
         if mask is not None:
             info.update(per_token_timesteps=True, clean_first_frame=first is not None)
-        return Plan(latents=latents, scheduler=scheduler, timesteps=scheduler.timesteps, predict=predict,
+        return Plan(latents=latents, scheduler=scheduler, timesteps=timesteps, predict=predict,
                     cond=cond, uncond=uncond, guidance=lambda t: expert(t)[1], batch_cfg=spec.batch_cfg,
-                    after_step=after_step, info=info)
+                    after_step=after_step, begin_index=begin, info=info)
+
+    def start(self, scheduler: Any, noise: torch.Tensor, spec: RenderSpec
+              ) -> tuple[torch.Tensor, torch.Tensor, int | None, dict[str, Any]]:
+        """(timesteps, first latents, scheduler begin index, record facts): pure noise from the first step, or
+        for video-to-video the source clip re-noised to a later one."""
+        if spec.video is None:
+            return scheduler.timesteps, noise, 0, {}
+        from videogen.families import wan_v2v
+
+        return wan_v2v.start(self, scheduler, noise, spec)
+
+    def network_inputs(self, c: Conditioning) -> dict[str, Any]:
+        """The transformer's inputs besides latents, timestep and text (I2V: the CLIP image states)."""
+        return {"encoder_hidden_states_image": c.tensors.get("encoder_hidden_states_image")}
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
