@@ -152,16 +152,17 @@ def check_inputs(spec: RenderSpec, family: type[Family], geometry: Geometry, tas
         if field not in family.inputs:
             takers = _takers(field)
             raise UserError(f"{INPUT_FIELDS[field]}: this {family.name} model ({task}) does not take it"
-                            + (f"; {takers} do" if takers else ""))
+                            + (f" (it is for {takers} models)" if takers else ""))
     if spec.fit and not (spec.video or spec.mask):
         raise UserError("--fit resamples input clips: give --video (and --mask) with it")
     if spec.mask and not spec.video:
         raise UserError("--mask needs the control video it masks: give --video too")
     if "video" in family.required_inputs and not spec.video:
         raise UserError(f"this {family.name} model ({task}) renders from a video: give it with --video")
-    for ref in spec.reference_images:
-        if not Path(ref).expanduser().is_file():
-            raise UserError(f"--reference-image: file not found: {ref}")
+    from videogen.images import load_image
+
+    for ref in spec.reference_images:  # read now: an unreadable image is refused before loading
+        load_image(ref, "--reference-image")
     spec = spec.replace(**{k: str(Path(v).expanduser().resolve()) for k in CLIP_FLAGS
                            if (v := getattr(spec, k)) is not None},
                         reference_images=tuple(str(Path(r).expanduser().resolve()) for r in spec.reference_images))
@@ -171,6 +172,8 @@ def check_inputs(spec: RenderSpec, family: type[Family], geometry: Geometry, tas
     want = (spec.frames, spec.height, spec.width)
     if spec.fit:  # what the user left open comes from the clip, rounded to the nearest valid value
         fill = valid_shape(geometry, video.shape)
+        if spec.mask:
+            read_clip(spec.mask, "--mask")
     else:
         for clip in [video] + ([read_clip(spec.mask, "--mask")] if spec.mask else []):
             problem = clip_problem(clip, geometry, want if clip is video else video.shape)
