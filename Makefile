@@ -26,13 +26,10 @@ demo: install
 bench: install
 	$(BIN)/python bench/run.py
 
-# Retrain the built-in model (about 4 h on a 2-core CPU: VAE, transformer in two phases, two decoder stages); work files and checkpoints go to runs/mini (git-ignored).
+# Retrain the built-in model (about 4 h on a 2-core CPU: VAE, transformer in two phases, two decoder stages), each
+# stage resumable (run it again after a stop); work files and checkpoints go to runs/mini (git-ignored).
 mini-model: install
-	$(BIN)/python -m videogen.mini.train --work runs/mini --out videogen/mini/model
-	$(BIN)/python -m videogen.mini.train --work runs/mini --polish-decoder
-	$(BIN)/python -c "from videogen.mini.export import swap_decoder; swap_decoder('videogen/mini/model', 'runs/mini/vae_polished.pt')"
-	$(BIN)/python -m videogen.mini.train --work runs/mini --out videogen/mini/model --adapt-decoder
-	$(BIN)/python -c "from videogen.mini.export import swap_decoder; swap_decoder('videogen/mini/model', 'runs/mini/vae_adapted.pt')"
+	$(BIN)/python -m videogen.mini.train all --work runs/mini --out videogen/mini/model
 	$(BIN)/python -m videogen.mini.evaluate --n 240 --report runs/mini/REPORT.md
 
 clean:

@@ -32,12 +32,30 @@ def run_inprocess(capsys, *args: str) -> Run:
     return Run(code, cap.out, cap.err)
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120) -> Run:
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120,
+            input: str | None = None) -> Run:
     exe = Path(sys.executable).with_name("videogen")
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=full_env,
-                          timeout=timeout)
+                          timeout=timeout, input=input if input is not None else "")
     return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def user_env(root: Path) -> dict[str, str]:
+    """A user's environment: their own home, config folder and Hugging Face cache (offline), nothing else."""
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    return {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "HF_HOME": str(root / "hf"),
+            "HF_HUB_OFFLINE": "1"}
+
+
+def one_error_line(r: Run, code: int = 2) -> str:
+    """The single `error:` line of a refused command (and that it was refused cleanly)."""
+    lines = r.err.strip().splitlines()
+    assert r.code == code, (r.code, r.err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.err
+    assert "Traceback" not in r.err
+    return lines[0]
 
 
 def files_under(folder: Path) -> set[str]:

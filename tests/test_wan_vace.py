@@ -12,15 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from tiny import WORDS
-from tiny_wan_vace import mask_clip, save_tiny_wan_vace, smooth_clip, write_clip
+from tiny_wan_vace import TOL, assert_parity, mask_clip, save_tiny_wan_vace, smooth_clip, write_clip
 
 from videogen.clips import read_clip
 from videogen.engine import Engine
 from videogen.spec import RenderSpec
 
-# Frames within 1/255 is the bar; they agree far closer (the same float ops), and a tolerance well under the
-# change each input makes is what lets these tests see a wrong path through the tiny models.
-TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +69,7 @@ def reference(folder, spec: RenderSpec) -> np.ndarray:
 
 
 def compare(engine: Engine, folder, spec: RenderSpec) -> np.ndarray:
-    ours = engine.render(spec).frames_float.numpy()
-    ref = reference(folder, engine.resolve(spec))
-    assert ours.shape == ref.shape
-    assert ref.std() > 1e-3, "constant reference frames would prove nothing"
-    diff = float(np.abs(ours - ref).max())
-    print(f"vace parity {spec.frames}x{spec.height}x{spec.width}: max abs diff {diff:.2e}")
-    assert diff <= TOL
-    return ours
+    return assert_parity(engine, spec, lambda resolved: reference(folder, resolved), "vace")
 
 
 CASES = [

@@ -97,3 +97,22 @@ def mask_clip(frames: int, height: int, width: int):
     m[:, :, width // 2:] = 255
     m[1:-1] = 255
     return m
+
+
+# Frames within 1/255 is the bar; they agree far closer (the same float ops), and a tolerance well under the
+# change each input makes is what lets the parity tests see a wrong path through the tiny models.
+TOL = 1e-4
+
+
+def assert_parity(engine, spec, reference, what: str):
+    """The engine's frames against `reference(resolved spec)` (diffusers' pipeline): within TOL."""
+    import numpy as np
+
+    ours = engine.render(spec).frames_float.numpy()
+    ref = reference(engine.resolve(spec))
+    assert ours.shape == ref.shape
+    assert ref.std() > 1e-3, "constant reference frames would prove nothing"
+    diff = float(np.abs(ours - ref).max())
+    print(f"{what} parity {ref.shape}: max abs diff {diff:.2e}")
+    assert diff <= TOL
+    return ours

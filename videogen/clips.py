@@ -180,7 +180,10 @@ def check_inputs(spec: RenderSpec, family: type[Family], geometry: Geometry, tas
             if problem:
                 raise UserError(problem)
         fill = video.shape
-    return spec.replace(frames=spec.frames or fill[0], height=spec.height or fill[1], width=spec.width or fill[2])
+    label = "the --video clip" + (", fitted" if spec.fit else "")
+    filled = {name: value for name, value in zip(("frames", "height", "width"), fill) if getattr(spec, name) is None}
+    where = {**spec.extras.get("where", {}), **dict.fromkeys(filled, label)}
+    return spec.replace(**filled, extras={**spec.extras, "where": where})
 
 
 def _takers(field: str) -> str:
@@ -237,10 +240,10 @@ def describe(spec: RenderSpec) -> dict[str, Any]:
     return out
 
 
-def check_unchanged(record: dict[str, Any], spec: RenderSpec, where: str) -> None:
-    """A re-render from a record refuses an input file that is no longer the one the record names."""
+def check_unchanged(inputs: dict[str, Any], spec: RenderSpec, where: str) -> None:
+    """A re-render from a record refuses an input file that is no longer the one the record (`inputs`) names."""
     entries = []
-    for flag, entry in (record.get("inputs") or {}).items():
+    for entry in inputs.values():
         entries.extend(entry if isinstance(entry, list) else [entry])
     used = {spec.video, spec.mask, *spec.reference_images}
     for entry in entries:

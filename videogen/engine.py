@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -21,14 +22,14 @@ from videogen.errors import RenderError, UserError
 from videogen.families import Family, family_for
 from videogen.families.base import Geometry
 from videogen.sampling import sample
-from videogen.spec import RenderSpec
+from videogen.spec import ENGINE_FIELDS, RenderSpec, where
 
 log = logging.getLogger("videogen")
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Fields that change how a model is loaded: renders that differ here need another Engine.
-ENGINE_FIELDS = ("model", "device", "dtype", "offload", "vae_tiling", "compile", "attention", "cache",
-                 "cache_threshold", "quantize")
+# ENGINE_FIELDS (declared in spec.py): fields that change how a model is loaded; renders differing there need
+# another Engine.
+__all__ = ["ENGINE_FIELDS", "Engine", "RenderResult", "inspect_model", "resolve_spec"]
 
 
 @dataclass(frozen=True)
@@ -73,18 +74,57 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+def model_defaults(info: ModelInfo) -> dict[str, tuple[Any, str]]:
+    """Field -> (default value, where it comes from): the family's, then those the model folder ships (the
+    built-in model's among them)."""
+    d = info.family.defaults_for(info.index)
+    out: dict[str, tuple[Any, str]] = {
+        name: (getattr(d, name), "the model's default")
+        for name in ("frames", "height", "width", "steps", "guidance", "fps", "negative_prompt")}
+    from videogen.settings import MODEL_DEFAULTS, model_folder_defaults
+
+    label = f"the model's default, {MODEL_DEFAULTS}"
+    out.update({k: (v, label) for k, v in model_folder_defaults(info.source.path).items()})
+    out.setdefault("batch_cfg", (False, "the default"))
+    return out
+
+
 def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
-    """Fill the model's defaults and check what the model can take; bad values are refused by name."""
+    """Fill the model's defaults and check what the model can take; bad values are refused by name, and by
+    where they came from (a default is not reported as a flag the user typed)."""
     from videogen import clips
 
-    spec = clips.check_inputs(spec, info.family, info.geometry, info.family.task_of(info.index))
-    d = info.family.defaults_for(info.index)
-    spec = spec.replace(
-        frames=spec.frames or d.frames, height=spec.height or d.height, width=spec.width or d.width,
-        steps=spec.steps or d.steps, guidance=d.guidance if spec.guidance is None else spec.guidance,
-        fps=spec.fps or d.fps, negative_prompt=d.negative_prompt if spec.negative_prompt is None else spec.negative_prompt,
-        seed=secrets.randbelow(2**31) if spec.seed is None else spec.seed,
-    )
+    try:  # input clips first: a clip sets the frames and size the user left open
+        spec = clips.check_inputs(spec, info.family, info.geometry, info.family.task_of(info.index))
+    except UserError as e:
+        raise UserError(relabel(str(e), spec)) from None
+    sources = dict(spec.extras.get("where", {}))
+    filled: dict[str, Any] = {}
+    for name, (value, label) in model_defaults(info).items():
+        if getattr(spec, name) is None:
+            filled[name], sources[name] = value, label
+    if spec.seed is None:
+        filled["seed"], sources["seed"] = secrets.randbelow(2**31), "a random seed"
+    spec = spec.replace(**filled, extras={**spec.extras, "where": sources})
+    try:
+        _check_resolved(spec, info)
+    except UserError as e:
+        raise UserError(relabel(str(e), spec)) from None
+    return spec
+
+
+def relabel(message: str, spec: RenderSpec) -> str:
+    """Rewrite `--frames 81` in a message as `frames 81 (the model's default)` where no flag gave the value."""
+    for name, label in spec.extras.get("where", {}).items():
+        if label.startswith("--"):
+            continue
+        flag, value = "--" + name.replace("_", "-"), getattr(spec, name)
+        pattern = re.escape(flag) + r"(?![\w-])" + (rf"(?: {re.escape(str(value))}(?![\w.]))?" if value is not None else "")
+        message = re.sub(pattern, lambda _m, n=name: where(spec, n), message)
+    return message
+
+
+def _check_resolved(spec: RenderSpec, info: ModelInfo) -> None:
     check_images(spec, info)
     info.family.check_spec(info.source.path, info.index, spec)  # what only the model's configs tell
     if spec.true_guidance is not None and not info.family.takes_true_guidance:
@@ -101,7 +141,6 @@ def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
         raise UserError(f"{info.family.name} model: " + "; ".join(problems))
     if not spec.prompt.strip():
         raise UserError("the prompt is empty")
-    return spec
 
 
 def check_images(spec: RenderSpec, info: ModelInfo) -> None:

@@ -1,8 +1,13 @@
-"""RenderSpec: one typed, frozen object holding everything that determines a render's output."""
+"""RenderSpec: one typed, frozen object holding everything that determines a render's output.
+
+Each field is declared once, here: its type (the annotation), its range, its help text and whether it is an
+engine field (one that changes how the model is loaded, so renders differing in it need another Engine). The CLI
+options, presets, batch items, range checks and the engine's cache key are all derived from these declarations."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -14,6 +19,14 @@ Quantize = Literal["none", "fp8"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 BUILTIN_MODEL = "builtin:mini"
+RENDER, ENGINE, OUTPUT = "render", "engine", "output"
+
+
+def _f(default: Any = None, help: str = "", range: tuple[float, float] | None = None, kind: str = RENDER,
+       flag: bool = True) -> Any:
+    """One field's declaration. kind: render (changes the frames), engine (changes how the model is loaded),
+    output (changes only the file). flag: whether `generate` and `batch` have a command-line option for it."""
+    return field(default=default, metadata={"help": help, "range": range, "kind": kind, "flag": flag})
 
 
 @dataclass(frozen=True)
@@ -21,45 +34,54 @@ class RenderSpec:
     """A render request. `None` means "the model's default", filled in by `Engine.resolve`."""
 
     prompt: str
-    model: str = BUILTIN_MODEL
-    negative_prompt: str | None = None
-    frames: int | None = None
-    height: int | None = None
-    width: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    guidance_2: float | None = None
-    dynamic_guidance: bool | None = None  # CogVideoX's cosine-ramped guidance (diffusers' use_dynamic_cfg)
-    # True classifier-free guidance of guidance-distilled models (HunyuanVideo), whose `guidance` is embedded.
-    true_guidance: float | None = None
-    seed: int | None = None
-    fps: int | None = None
-    scheduler: str | None = None
-    flow_shift: float | None = None
-    max_sequence_length: int | None = None
-    image: str | None = None
-    last_image: str | None = None
-    # Input clips (videogen/clips.py): a control or source video, a mask video (white = generate), still images.
-    video: str | None = None
-    mask: str | None = None
-    reference_images: tuple[str, ...] = ()
-    conditioning_scale: float | None = None  # VACE: weight of the control hints in every VACE layer
-    strength: float | None = None  # video-to-video: how much of the schedule re-noises the source (0.8)
-    fit: bool = False  # resample input clips to the render's frames and size instead of refusing them
+    model: str = _f(BUILTIN_MODEL, "Preset name, Hugging Face Hub id or local diffusers folder (default: the "
+                    "built-in model).", kind=ENGINE)
+    negative_prompt: str | None = _f(help="What the video should not show.")
+    frames: int | None = _f(help="Number of frames (Wan: 4k+1).", range=(1, 10_000))
+    height: int | None = _f(help="Height in pixels.", range=(8, 8192))
+    width: int | None = _f(help="Width in pixels.", range=(8, 8192))
+    steps: int | None = _f(help="Denoising steps.", range=(1, 1000))
+    guidance: float | None = _f(help="Classifier-free guidance scale (1 turns it off); for guidance-distilled "
+                                "models (HunyuanVideo) the embedded guidance.", range=(0.0, 100.0))
+    guidance_2: float | None = _f(help="Guidance of the low-noise expert (two-expert models).", range=(0.0, 100.0))
+    dynamic_guidance: bool | None = _f(help="CogVideoX's cosine-ramped guidance (diffusers' use_dynamic_cfg).",
+                                       flag=False)
+    true_guidance: float | None = _f(help="True classifier-free guidance of guidance-distilled models "
+                                     "(HunyuanVideo): above 1 it guides away from --negative-prompt, at twice the "
+                                     "cost per step.", range=(0.0, 100.0))
+    seed: int | None = _f(help="Seed of the initial noise (random and recorded if not given).", range=(0, 2**63 - 1))
+    fps: int | None = _f(help="Frames per second of the output.", range=(1, 240))
+    scheduler: str | None = _f(help="unipc | euler | dpm++ (default: the model's own).")
+    flow_shift: float | None = _f(help="Flow-matching timestep shift.", range=(0.0, 100.0))
+    max_sequence_length: int | None = _f(help="Text tokens given to the model.", range=(1, 4096))
+    image: str | None = _f(help="First frame, for image-to-video models.")
+    last_image: str | None = _f(help="Last frame, for first-last-frame models.")
+    # Input clips and stills (videogen/clips.py), for the families that declare them (Family.inputs).
+    video: str | None = _f(help="Input clip: the control video (Wan VACE) or the source video (video-to-video); "
+                           "sets frames and size unless given.")
+    mask: str | None = _f(help="Mask clip for --video (Wan VACE): white = generate, black = keep.")
+    reference_images: tuple[str, ...] = _f((), help="Reference image (Wan VACE); repeat for several.")
+    conditioning_scale: float | None = _f(help="Weight of the control hints in every VACE layer (Wan VACE; "
+                                          "default 1).", range=(0.0, 10.0))
+    strength: float | None = _f(help="Video-to-video: share of the steps that redraw the source (0..1, default "
+                                "0.8).", range=(0.0, 1.0))
+    fit: bool = _f(False, "Resample input clips to the render's frames and size instead of refusing them.")
     # Engine options: they change speed and memory, and (for dtype, device, cache, quantize) the output.
-    device: str = "auto"
-    dtype: Dtype = "auto"
-    offload: Offload = "none"
-    vae_tiling: bool = False
-    compile: bool = False
-    attention: str | None = None
-    cache: Cache = "none"
-    cache_threshold: float | None = None
-    cache_drift: bool = False  # also render without the cache and record the PSNR between the two
-    quantize: Quantize = "none"
-    batch_cfg: bool = False
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N", kind=ENGINE)
+    dtype: Dtype = _f("auto", "Weights and compute precision.", kind=ENGINE)
+    offload: Offload = _f("none", "Move weights to the GPU only when needed.", kind=ENGINE)
+    vae_tiling: bool = _f(False, "Decode in tiles to save memory.", kind=ENGINE)
+    compile: bool = _f(False, "torch.compile the repeated transformer blocks.", kind=ENGINE)
+    attention: str | None = _f(None, "Attention backend (sdpa, flash, sage, ...).", kind=ENGINE)
+    cache: Cache = _f("none", "Reuse transformer work across steps.", kind=ENGINE)
+    cache_threshold: float | None = _f(None, "Threshold of the step cache.", range=(0.0, 10.0), kind=ENGINE)
+    cache_drift: bool = _f(False, "Also render without the cache and record the drift (PSNR) in the run record.")
+    quantize: Quantize = _f("none", "Store transformer weights in fp8.", kind=ENGINE)
+    # None: the model's default (the built-in model batches, being small; others do not).
+    batch_cfg: bool | None = _f(None, "Guidance as one batched forward (faster, more memory).")
     # Output options: they do not change the frames.
-    crf: int = 18
+    crf: int = _f(18, "Video quality for MP4/WebM (0 best .. 51 worst; default 18).", range=(0, 51), kind=OUTPUT)
+    # Not part of the render: where each value came from (see `where`), for error messages.
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def replace(self, **changes: Any) -> RenderSpec:
@@ -71,8 +93,27 @@ class RenderSpec:
         return out
 
 
+def declarations() -> dict[str, dict[str, Any]]:
+    """Field name -> its declaration: help, range, kind, flag (every field but `prompt` and `extras`)."""
+    return {f.name: dict(f.metadata) for f in fields(RenderSpec) if f.metadata}
+
+
+ENGINE_FIELDS: tuple[str, ...] = tuple(n for n, d in declarations().items() if d["kind"] == ENGINE)
+RANGES: dict[str, tuple[float, float]] = {n: d["range"] for n, d in declarations().items() if d["range"]}
+
+
+def where(spec: RenderSpec, name: str) -> str:
+    """How to name a field's value in a message: `--frames 81` if the user typed it, else where it came from,
+    e.g. `frames 81 (the model's default)` or `frames 81 (preset p.yaml, key 'frames')`."""
+    label = spec.extras.get("where", {}).get(name, f"--{name.replace('_', '-')}")
+    value = getattr(spec, name)
+    return f"{label} {value}" if label.startswith("--") else f"{name} {value} ({label})"
+
+
+@functools.cache
 def spec_field_types() -> dict[str, Any]:
-    """Field name -> the plain type (int, float, str, bool, or a tuple of allowed strings)."""
+    """Field name -> the plain type (int, float, str, bool, or a tuple of allowed strings). Computed once: type
+    hints are slow to evaluate and a batch checks every item's fields."""
     import typing
 
     hints = typing.get_type_hints(RenderSpec)
@@ -94,26 +135,6 @@ def spec_field_types() -> dict[str, Any]:
         else:
             out[f.name] = base
     return out
-
-
-# Ranges that any model must respect; model-specific multiples are checked by the family.
-RANGES: dict[str, tuple[float, float]] = {
-    "frames": (1, 10_000),
-    "height": (8, 8192),
-    "width": (8, 8192),
-    "steps": (1, 1000),
-    "guidance": (0.0, 100.0),
-    "guidance_2": (0.0, 100.0),
-    "true_guidance": (0.0, 100.0),
-    "seed": (0, 2**63 - 1),
-    "fps": (1, 240),
-    "flow_shift": (0.0, 100.0),
-    "max_sequence_length": (1, 4096),
-    "crf": (0, 51),
-    "cache_threshold": (0.0, 10.0),
-    "conditioning_scale": (0.0, 10.0),
-    "strength": (0.0, 1.0),
-}
 
 
 def check_value(name: str, value: Any, where: str) -> Any:

@@ -10,8 +10,11 @@ def list_models() -> None:
     from videogen.families import FAMILIES
 
     by_family: dict[str, list[str]] = {}
-    for name, path in sorted(presets.all_presets().items()):
-        p = presets.parse_preset(path, name)
+    for name, p in presets.readable_presets():
+        if isinstance(p, Exception):
+            sys.stderr.write(f"warning: preset '{name}' is broken: {p}\n")
+            by_family.setdefault("(broken presets)", []).append(f"{name:<26} (broken: see stderr)")
+            continue
         by_family.setdefault(p.family or "(unknown)", []).append(f"{name:<26} {p.description}")
     families: dict[str, tuple[list[str], list[str]]] = {}
     for f in FAMILIES:  # a family may have several adapters (e.g. Wan text- and image-to-video)

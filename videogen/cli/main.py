@@ -53,12 +53,15 @@ def generate(
     compile: o.Compile = None, attention: o.Attention = None, cache: o.CacheOpt = None,
     cache_threshold: o.CacheThreshold = None, cache_drift: o.CacheDrift = None, quantize: o.Quantize = None, batch_cfg: o.BatchCfg = None,
     from_: Annotated[Path | None, typer.Option("--from", help="Re-render from a run record (.json, or a video carrying one); flags override it.")] = None,
+    allow_different_model: Annotated[bool, typer.Option("--allow-different-model", help="With --from: render even if the model's files differ from the record's.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
-    """Render one video from a text prompt."""
+    """Render one video from a text prompt (`-` reads it from stdin). `-o -` writes a fragmented MP4 to stdout."""
     from videogen.cli.render import render_one
+    from videogen.errors import UserError
+    from videogen.video import STDOUT
 
     flags = o.flag_values(
         model=model, negative_prompt=negative_prompt, frames=frames, height=height, width=width, steps=steps,
@@ -70,21 +73,28 @@ def generate(
     )
     flags.update(o.flag_values(video=video, mask=mask, reference_images=reference_images,
                                conditioning_scale=conditioning_scale, strength=strength, fit=fit))
-    record = None
+    if prompt == "-":
+        prompt = sys.stdin.read().strip()
+        if not prompt:
+            raise UserError("the prompt read from stdin (PROMPT '-') is empty")
+    if output == STDOUT and as_json:
+        raise UserError("-o - fills stdout with the video, so --json cannot print there; use one or the other")
+    if allow_different_model and from_ is None:
+        raise UserError("--allow-different-model goes with --from")
+    rerun = None
     if from_ is not None:
-        from videogen.video import load_record
+        from videogen.settings import read_rerun
 
-        record = load_record(from_)
-    spec = o.merge(prompt, flags, preset, record, where=str(from_) if from_ else "")
-    if record is not None:
-        from videogen.clips import check_unchanged
-
-        check_unchanged(record, spec, str(from_))
-    result = render_one(spec, output, overwrite=overwrite, quiet=quiet)
+        rerun = read_rerun(from_)
+    spec = o.merge(prompt, flags, preset, rerun)
+    record = render_one(spec, output, overwrite=overwrite, quiet=quiet, rerun=rerun,
+                        allow_different_model=allow_different_model)
+    if output == STDOUT:
+        return  # stdout carries only the video
     if as_json:
-        sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.write(json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
     else:
-        sys.stdout.write(result["output"] + "\n")
+        sys.stdout.write(record["output"] + "\n")
 
 
 app.command("batch")(batch_command(generate))
@@ -102,9 +112,12 @@ def presets_list() -> None:
     """List built-in and user presets."""
     from videogen import presets
 
-    for name, path in sorted(presets.all_presets().items()):
-        p = presets.parse_preset(path, name)
-        sys.stdout.write(f"{name:<28} {p.model or '(built-in model)':<40} {p.description}\n")
+    for name, p in presets.readable_presets():
+        if isinstance(p, Exception):
+            sys.stderr.write(f"warning: preset '{name}' is broken: {p}\n")
+            sys.stdout.write(f"{name:<28} {'(broken: see stderr)':<40}\n")
+        else:
+            sys.stdout.write(f"{name:<28} {p.model or '(built-in model)':<40} {p.description}\n")
 
 
 @presets_app.command("show")
@@ -143,6 +156,8 @@ def main() -> None:
         raise KeyboardInterrupt  # SIGTERM ends a render like Ctrl-C: partial files removed, exit 130
 
     signal.signal(signal.SIGTERM, _terminate)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal ends a render the same way
+        signal.signal(signal.SIGHUP, _terminate)
     code = 0
     try:
         rv = app(standalone_mode=False)

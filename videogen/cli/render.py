@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
+from videogen.settings import Rerun
 from videogen.spec import RenderSpec
 
 
-def render_one(spec: RenderSpec, output: Path | None, *, overwrite: bool, quiet: bool) -> dict[str, Any]:
+def render_one(spec: RenderSpec, output: Path | None, *, overwrite: bool, quiet: bool, rerun: Rerun | None = None,
+               allow_different_model: bool = False) -> dict[str, Any]:
+    """The run record, as written beside the output (`timings.write` and `output` included)."""
     from videogen.cli.progress import RenderProgress
 
-    from videogen.engine import Engine, inspect_model, resolve_device, resolve_dtype, resolve_spec
-    from videogen.video import check_output, default_output, output_kind, write_video
+    from videogen.api import prepare, render_and_write
 
-    info = inspect_model(spec.model)
-    spec = resolve_spec(spec, info)  # sizes, frames and image checked before any weight is read
-    resolve_dtype(spec.dtype, resolve_device(spec.device))
-    output = output if output is not None else default_output(spec.prompt, spec.seed)
-    output_kind(output)
-    check_output(output, overwrite)
+    spec, _info, output = prepare(spec, output, overwrite, rerun, allow_different_model)
+    from videogen.engine import Engine  # torch: only once the output and settings passed their checks
+
     with RenderProgress(enabled=not quiet) as progress:
         engine = Engine.load(spec, progress)
-        result = engine.render(spec, progress)
-        progress("write", 0, 1)
-        start = time.perf_counter()
-        record = dict(result.record)
-        write_video(result.frames, output, result.spec.fps or 16, record, crf=spec.crf, overwrite=overwrite)
-        progress("write", 1, 1)
-    record["timings"]["write"] = round(time.perf_counter() - start, 4)
-    record["output"] = str(output)
-    return record
+        return render_and_write(engine, spec, output, overwrite, progress).record

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from videogen.mini import DEFAULTS_PATH  # the built-in model's render defaults, in one place
+
 from . import data
 from . import modeling as M
 from .oracle import read_clip
 
 ATTRS = ("colour", "shape", "direction", "background")
-DEFAULTS_PATH = Path(__file__).parent / "defaults.json"
 
 
 def eval_prompts(n: int, seed: int = 7) -> list[tuple[data.Combo, bool]]:
@@ -55,7 +56,10 @@ def score(videos: np.ndarray, combos: list[data.Combo]) -> np.ndarray:
     return np.array([[a == b for a, b in zip(read_clip(v), c, strict=True)] for v, c in zip(videos, combos, strict=True)])
 
 
-def quick_eval(tok, te, tr, vae, mean, std, shift, n=48, steps=16, guidance=5.0) -> dict:
+def quick_eval(tok, te, tr, vae, mean, std, shift, n=48, steps=None, guidance=None) -> dict:
+    defaults = json.loads(DEFAULTS_PATH.read_text())
+    steps = defaults["steps"] if steps is None else steps
+    guidance = defaults["guidance"] if guidance is None else guidance
     sched = M.build_scheduler(shift)
     items = eval_prompts(n, seed=3)
     combos = [c for c, _ in items]
@@ -86,7 +90,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
 
-    defaults = json.loads(DEFAULTS_PATH.read_text()) if DEFAULTS_PATH.exists() else {"steps": 16, "guidance": 5.0}
+    defaults = json.loads(DEFAULTS_PATH.read_text())
     steps = args.steps or defaults["steps"]
     g_def = args.guidance if args.guidance is not None else defaults["guidance"]
     tok, te, tr, vae, sched, mean, std = load(args.model)

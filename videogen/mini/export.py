@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from . import DEFAULTS_PATH
 from . import modeling as M
 
 MODEL_DIR = Path(__file__).parent / "model"
@@ -52,6 +53,9 @@ def export(out, tokenizer, text_encoder, transformer, vae, mean, std, shift: flo
     tcfg = json.loads(tc.read_text())
     tcfg["tokenizer_class"] = "PreTrainedTokenizerFast"
     tc.write_text(json.dumps(tcfg, indent=2) + "\n")
+    defaults = out / DEFAULTS_PATH.name  # the model's render defaults are kept across re-exports
+    if defaults.is_file():
+        shutil.copy2(defaults, tmp / defaults.name)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

@@ -102,20 +102,50 @@ def parse_preset(path: Path, name: str | None = None) -> Preset:
     family = data.get("family")
     if family is not None and not isinstance(family, str):
         raise UserError(f"{path}: 'family' must be a string")
+    if "model" in values:
+        values["model"] = _model_beside(path, values["model"])
     return Preset(name=name or path.stem, path=path, description=description, family=family, values=values)
 
 
+def _model_beside(path: Path, model: str) -> str:
+    """A preset's relative model folder is relative to the preset file, not to the current folder."""
+    if model.startswith("builtin:"):
+        return model
+    given = Path(model).expanduser()
+    if given.is_absolute():
+        return str(given)
+    beside = path.parent / given
+    if model.startswith(".") or beside.exists():  # else a Hub id such as org/name
+        return str(beside.absolute())
+    return model
+
+
+def _yaml_files(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+
+
 def builtin_names() -> list[str]:
-    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in _yaml_files(BUILTIN_DIR))
 
 
 def all_presets() -> dict[str, Path]:
-    """Name -> file. User presets shadow built-in ones of the same name."""
-    found = {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.yaml"))}
+    """Name -> file (.yaml or .yml). User presets shadow built-in ones of the same name."""
+    found = {p.stem: p for p in _yaml_files(BUILTIN_DIR)}
     udir = user_dir()
     if udir.is_dir():
-        found.update({p.stem: p for p in sorted(udir.glob("*.yaml"))})
+        found.update({p.stem: p for p in _yaml_files(udir)})
     return found
+
+
+def readable_presets() -> list[tuple[str, Preset | UserError]]:
+    """Every preset, parsed; a broken one comes as its error, so that one bad file does not hide the others."""
+    out: list[tuple[str, Preset | UserError]] = []
+    for name, path in sorted(all_presets().items()):
+        try:
+            out.append((name, parse_preset(path, name)))
+        except UserError as e:
+            out.append((name, e))
+    return out
 
 
 def looks_like_path(ref: str) -> bool:
