@@ -6,3 +6,8 @@ VENV=$1
 WORK=$2
 cd "$WORK"
 "$VENV/bin/videogen" models >/dev/null
+# The Python API from the install, with the built-in model's defaults (shipped inside its model folder).
+"$VENV/bin/python" -c "import videogen; r = videogen.generate('a red circle moving left on a black background', 'api.mp4', seed=1, steps=1); assert r.output.is_file() and r.record['spec']['frames'] == 17"
+# The prompt from stdin, the video to stdout.
+echo "a blue square moving up on a white background" | "$VENV/bin/videogen" generate - -o - --steps 1 -q > piped.mp4
+test -s piped.mp4

@@ -91,6 +91,28 @@ def startup(repeats: int, env: dict[str, str]) -> dict[str, float]:
     return out
 
 
+PLAN_LINES = 10_000
+
+
+def plan(repeats: int, env: dict[str, str]) -> dict[str, float]:
+    """Planning a 10,000-line prompt file (`batch --dry-run`: parse, seeds, names, checks before loading, what is
+    done), against a process that only reads the same file: the ratio is what planning costs over reading."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prompts = Path(tmp) / "prompts.txt"
+        prompts.write_text("".join(f"{BUILTIN_PROMPTS[i % len(BUILTIN_PROMPTS)]}, take {i}\n"
+                                   for i in range(PLAN_LINES)))
+        read = [sys.executable, "-c", f"open({str(prompts)!r}, encoding='utf-8').read().split(chr(10))"]
+        dry = [str(BIN / "videogen"), "batch", str(prompts), "--dry-run", "-o", str(Path(tmp) / "out")]
+        times: dict[str, list[float]] = {"read": [], "dry": []}
+        for _ in range(repeats):  # alternating, so load hits both alike
+            times["read"].append(wall(read, env))
+            times["dry"].append(wall(dry, env))
+    read_s, dry_s = statistics.median(times["read"]), statistics.median(times["dry"])
+    return {f"`videogen batch prompts.txt --dry-run` ({PLAN_LINES:,} lines, built-in model)": dry_s,
+            "a Python process that only reads the same file": read_s,
+            "ratio (dry run / reading)": dry_s / read_s}
+
+
 def max_tokens(model: Path) -> int:
     cfg = json.loads((model / "tokenizer" / "tokenizer_config.json").read_text())
     return min(int(cfg.get("model_max_length", 512)), 512)
@@ -161,7 +183,8 @@ def fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if x < 100 else f"{x:.0f}"
 
 
-def report(args: argparse.Namespace, info: str, start: dict, renders: dict, batches: dict, notes: list[str]) -> str:
+def report(args: argparse.Namespace, info: str, start: dict, renders: dict, batches: dict, notes: list[str],
+           planning: dict | None = None) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"## CPU benchmark, {now}", "", f"Machine: {info}.", "",
              f"Command: `python bench/run.py --repeats {args.repeats} --threads {args.threads} "
@@ -207,6 +230,10 @@ def report(args: argparse.Namespace, info: str, start: dict, renders: dict, batc
     if start:
         lines += ["### Start-up (medians of 5)", "", "| | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in start.items()]
+    if planning:
+        lines += ["", f"### Planning a batch (medians of {args.repeats}, whole processes)", "", "| | seconds |",
+                  "|---|---|"]
+        lines += [f"| {k} | {v:.2f}{'x' if k.startswith('ratio') else ''} |" for k, v in planning.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -222,10 +249,10 @@ def main() -> None:
     ap.add_argument("--model", help="only the models whose name contains this (tiny, small, built-in)")
     ap.add_argument("--no-compile", dest="compile", action="store_false",
                     help="skip the videogen --compile row (inductor compiles for about a minute on 2 cores)")
-    ap.add_argument("--only", choices=["startup", "render", "batch"], action="append")
+    ap.add_argument("--only", choices=["startup", "render", "batch", "plan"], action="append")
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args()
-    only = set(args.only or ["startup", "render", "batch"])
+    only = set(args.only or ["startup", "render", "batch", "plan"])
     from models import builtin_model, save_small_wan, save_tiny
 
     env = child_env(args.threads)
@@ -254,6 +281,7 @@ def main() -> None:
         notes.append("The built-in model was not exported yet (videogen/mini/model/ missing): not measured.")
         print("bench: " + notes[-1], file=sys.stderr)
     start = startup(5, env) if "startup" in only else {}
+    planning = plan(args.repeats, env) if "plan" in only else None
     renders, batches = {}, {}
     for name, (path, prompts, settings) in models.items():
         if args.model and args.model not in name:
@@ -266,7 +294,7 @@ def main() -> None:
             # diffusers-cli cannot decode the built-in model's image VAE (WanPipeline decodes 5-D latents)
             cli_loop = args.cli_loop and path != builtin
             batches[name] = batch(path, settings, (prompts * 4)[:args.prompts], cli_loop, args.batch_repeats, env)
-    text = report(args, info, start, renders, batches, notes)
+    text = report(args, info, start, renders, batches, notes, planning)
     sys.stdout.write(text)
     with args.out.open("a", encoding="utf-8") as f:
         if f.tell() == 0:

@@ -235,10 +235,20 @@ def test_seeds_are_deterministic_and_names_safe(tmp_path):
         assert item.output.parent == tmp_path
         name = item.output.name
         assert "/" not in name and not name.startswith(".") and len(name) < 80
-        assert name.startswith(f"{item.index:05d}-") and name.endswith(f"-s{item.spec.seed}.mp4")
-    # a seed does not depend on the lines around it
+        assert name.endswith(f"-s{item.spec.seed}-{item.key[:10]}.mp4")  # by content, no position in it
+    # a seed does not depend on the lines around it, nor does a name
     shifted = b.build_plan([b.Entry("f:0", "another", {}), *entries], make_spec, tmp_path)
     assert shifted[1].spec.seed == plan[0].spec.seed
+    assert [i.output for i in shifted[1:]] == [i.output for i in plan]
+
+
+def test_identical_items_are_one_item(tmp_path):
+    """Lines asking for exactly the same render (prompt, settings, seed) are planned once, with every line noted."""
+    entries = [b.Entry("f:1", "a cat", {"seed": 1}), b.Entry("f:2", "a dog", {}), b.Entry("f:3", "a cat", {"seed": 1}),
+               b.Entry("f:4", "a cat", {"seed": 1, "steps": 3})]
+    plan = b.build_plan(entries, make_spec, tmp_path)
+    assert [(i.index, i.where, i.also) for i in plan] == [(0, "f:1", ("f:3",)), (1, "f:2", ()), (2, "f:4", ())]
+    assert len({i.output for i in plan}) == 3
 
 
 def test_seed_options(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -70,14 +71,15 @@ def test_batch_renders_resumes_and_repairs(tiny_wan, tmp_path, capsys):
     first = run_inprocess(capsys, *args)
     out = tmp_path / "out"
     assert first.code == 0, first.err
-    videos = outputs(out)
-    assert [p.name for p in videos] == [
-        "00000-a-red-cat-runs-on-the-beach-s1.mp4", "00001-a-red-cat-runs-on-the-beach-s2.mp4",
-        "00002-a-blue-dog-moving-left-s1.mp4", "00003-a-blue-dog-moving-left-s2.mp4",
-        "00004-a-white-circle-in-the-sky-s1.mp4", "00005-a-white-circle-in-the-sky-s2.mp4"]
-    assert first.out.split() == [str(p) for p in videos]
     lines = manifest(out)
     assert [(line["index"], line["state"]) for line in lines] == [(i, "done") for i in range(6)]
+    videos = [Path(line["output"]) for line in lines]  # in plan order; named by content
+    assert [re.sub(r"-[0-9a-f]{10}\.mp4$", "", p.name) for p in videos] == [
+        "a-red-cat-runs-on-the-beach-s1", "a-red-cat-runs-on-the-beach-s2",
+        "a-blue-dog-moving-left-s1", "a-blue-dog-moving-left-s2",
+        "a-white-circle-in-the-sky-s1", "a-white-circle-in-the-sky-s2"]
+    assert sorted(videos) == outputs(out)
+    assert first.out.split() == [str(p) for p in videos]
     for video, line in zip(videos, lines, strict=True):
         frames, _ = read_frames(video)
         assert frames.shape == (9, 16, 16, 3) and frames.std() > 1
@@ -88,10 +90,10 @@ def test_batch_renders_resumes_and_repairs(tiny_wan, tmp_path, capsys):
     assert len({line["timings"]["load"] for line in lines}) == 1  # one model load for the whole batch
     before = {p.name: p.stat().st_mtime_ns for p in videos}
 
-    # Rerun: nothing is rendered again.
+    # Rerun: nothing is rendered again, and the manifest stays as it was (one line per item).
     again = run_inprocess(capsys, *args)
     assert again.code == 0
-    assert [line["state"] for line in manifest(out)[6:]] == ["skipped"] * 6
+    assert manifest(out) == lines
     assert {p.name: p.stat().st_mtime_ns for p in outputs(out)} == before
 
     # Damage: a truncated file, a deleted one, a video whose record is gone, stale temp files of a killed run.
@@ -104,13 +106,15 @@ def test_batch_renders_resumes_and_repairs(tiny_wan, tmp_path, capsys):
     rec4.unlink()
     (out / f".{videos[5].name}.partial-99999.mp4").write_bytes(b"half a video")
     (out / f".{videos[5].name}.json.partial-99999").write_text("{")
-    n = len(manifest(out))
     third = run_inprocess(capsys, *args)
     assert third.code == 0, third.err
-    new = manifest(out)[n:]
-    assert sorted(line["index"] for line in new if line["state"] == "done") == [1, 3]
-    assert {line["index"] for line in new if line["state"] == "skipped"} == {0, 2, 4, 5}
-    assert rec4.read_text() == rec4_text  # restored from the copy in the MP4's comment tag
+    after = manifest(out)
+    assert [(line["index"], line["state"]) for line in after] == [(i, "done") for i in range(6)]
+    assert [i for i, (old, new) in enumerate(zip(lines, after, strict=True)) if old != new] == [1, 3]
+    # Restored from the copy in the MP4's comment tag, which is written before the write time is known.
+    restored, original = json.loads(rec4.read_text()), json.loads(rec4_text)
+    assert original["timings"].pop("write") > 0 and "write" not in restored["timings"]
+    assert restored == original
     assert temp_files(out) == []
     assert {p.name: record(p)["frames_sha256"] for p in outputs(out)} == sha  # re-renders are bit-identical
 
@@ -129,7 +133,9 @@ def test_from_reproduces_a_batch_item_bit_for_bit(tiny_wan, tmp_path, capsys):
         gen_frames, _ = read_frames(tmp_path / f"gen{i}")
         assert batch_frames.std() > 1
         np.testing.assert_array_equal(batch_frames, gen_frames)
-    assert json.loads((folders[1] / "run.json").read_text())["guidance"] == 3.5
+    guidance = {json.loads((f / "run.json").read_text())["prompt"]: json.loads((f / "run.json").read_text())["guidance"]
+                for f in folders}
+    assert guidance["a blue dog"] == 3.5 and guidance["a red cat runs on the beach"] != 3.5
 
 
 def test_a_failing_item_is_recorded_and_the_batch_goes_on(tiny_wan, tmp_path, capsys, monkeypatch):
@@ -152,31 +158,39 @@ def test_a_failing_item_is_recorded_and_the_batch_goes_on(tiny_wan, tmp_path, ca
 
     monkeypatch.setattr(engine.Engine, "render", render)
     monkeypatch.setattr(engine, "sample", sample)
-    (tmp_path / "p.jsonl").write_text('{"prompt": "a red cat"}\n{"prompt": "a big dog", "height": 24}\n'
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a red cat"}\n'
                                       '{"prompt": "a cat oom"}\n{"prompt": "a nan cat"}\n{"prompt": "a blue dog"}\n')
     res = run_inprocess(capsys, "batch", tmp_path / "p.jsonl", "-o", tmp_path / "out", *tiny_args(tiny_wan))
     assert res.code == 1
     states = {line["index"]: line for line in manifest(tmp_path / "out")}
-    assert [states[i]["state"] for i in range(5)] == ["done", "failed", "failed", "failed", "done"]
-    assert "--height 24 is not a multiple of 16" in states[1]["error"]
-    assert states[2]["error"].startswith("out of memory")
-    assert "NaN" in states[3]["error"]
-    assert "3 of 5 item(s) failed" in res.err and "Traceback" not in res.err
+    assert [states[i]["state"] for i in range(4)] == ["done", "failed", "failed", "done"]
+    assert states[1]["error"].startswith("out of memory")
+    assert "NaN" in states[2]["error"]
+    assert "2 of 4 item(s) failed" in res.err and "Traceback" not in res.err
     assert len(outputs(tmp_path / "out")) == 2 and temp_files(tmp_path / "out") == []
 
 
 def test_outputs_of_another_plan_are_not_replaced_silently(tiny_wan, tmp_path, capsys):
     (tmp_path / "p.txt").write_text("a red cat\n")
-    base = ["batch", tmp_path / "p.txt", "-o", tmp_path / "out", "--seed", "4", "-q", *tiny_args(tiny_wan)]
+    out = tmp_path / "out"
+    base = ["batch", tmp_path / "p.txt", "-o", out, "--seed", "4", "-q", *tiny_args(tiny_wan)]
     assert run_inprocess(capsys, *base).code == 0
-    changed = run_inprocess(capsys, *base, "--guidance", "2.5")  # same names, another render
+    [first] = outputs(out)
+    # Another render of the line is another item, under another name: the first one is left alone.
+    assert run_inprocess(capsys, *base, "--guidance", "2.5").code == 0
+    [second] = [p for p in outputs(out) if p != first]
+    assert record(first)["guidance"] != 2.5 and record(second)["guidance"] == 2.5
+    # A file under an item's name that is not that item's render is refused, and replaced only with --overwrite.
+    for suffix in ("", ".json"):
+        shutil.copyfile(f"{first}{suffix}", f"{second}{suffix}")
+    changed = run_inprocess(capsys, *base, "--guidance", "2.5")
     assert changed.code == 2 and "--overwrite" in changed.err and changed.err.count("\n") == 1
     assert run_inprocess(capsys, *base, "--guidance", "2.5", "--overwrite").code == 0
-    assert record(outputs(tmp_path / "out")[0])["guidance"] == 2.5
+    assert record(second)["guidance"] == 2.5 and record(first)["guidance"] != 2.5
 
 
 def test_second_interrupt_aborts_at_once(monkeypatch):
-    from videogen import batch
+    from videogen.batch import run as batch
 
     class Aborted(Exception):
         pass
@@ -244,7 +258,8 @@ def test_batch_sigint_records_the_item_and_resumes(tiny_wan, tmp_path, capsys, m
     monkeypatch.chdir(tmp_path)
     res = run_inprocess(capsys, *args, "-q")
     assert res.code == 0
-    assert [(line["index"], line["state"]) for line in manifest(out)[2:]] == [(0, "skipped"), (1, "done")]
+    assert [(line["index"], line["state"]) for line in manifest(out)] == [(0, "done"), (1, "done")]
+    assert manifest(out)[0] == lines[0]  # the item done before keeps its line
 
 
 # -- SIGKILL at random moments, then the same command until done ---------------------------------------------------
@@ -353,7 +368,7 @@ def test_dry_run_plans_without_rendering_and_a_second_batch_is_refused(tiny_wan,
     args = ["batch", tmp_path / "p.txt", "-o", tmp_path / "out", "--seeds", "3..4", "-q", *tiny_args(tiny_wan)]
     plan = run_inprocess(capsys, *args, "--dry-run")
     assert plan.code == 0 and not (tmp_path / "out").exists()
-    assert plan.out.count("todo") == 4 and "00003-a-blue-dog-s4.mp4" in plan.out
+    assert plan.out.count("todo") == 4 and re.search(r" a-blue-dog-s4-[0-9a-f]{10}\.mp4 ", plan.out)
     (tmp_path / "out").mkdir()
     lock = FolderLock(tmp_path / "out", 0)
     lock.acquire()  # another batch running on the same folder

@@ -72,6 +72,7 @@ def test_engine_matches_diffusers_wan_pipeline(engine):
     so the pipeline stops at latents and each frame is decoded by hand with the VAE's own statistics."""
     import torch
     from diffusers import WanPipeline
+
     from videogen.cli.options import merge
 
     prompt = "an orange square moving right on a white background"
@@ -99,8 +100,8 @@ def test_engine_matches_the_training_codes_own_sampler(engine):
     (videogen/mini/evaluate.py: written for training, sharing no code with the engine)."""
     import numpy as np
     import torch
-    from videogen.cli.options import merge
 
+    from videogen.cli.options import merge
     from videogen.mini import evaluate
     from videogen.mini.export import load
 

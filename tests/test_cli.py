@@ -222,3 +222,63 @@ def test_presets_and_models_commands(capsys):
     assert r.code == 0 and "height: 720" in r.out
     r = run_inprocess(capsys, "models")
     assert r.code == 0 and "wan" in r.out and "wan2.1-t2v-1.3b" in r.out
+
+
+def test_every_spec_field_is_declared_once_and_every_place_agrees():
+    """spec.py declares each field (type, range, help, kind); the CLI options, the engine key and the batch
+    command are built from it, so that a new field cannot be half-added."""
+    import inspect
+    import typing
+
+    from videogen import engine, spec
+    from videogen.cli.batch import NOT_RENDER, OutputFormat
+    from videogen.cli.main import generate
+    from videogen.video import FORMATS
+
+    decl = spec.declarations()
+    params = inspect.signature(generate, eval_str=True).parameters
+    cli_fields = {n for n in params if n not in NOT_RENDER}
+    assert cli_fields == {n for n, d in decl.items() if d["flag"]}
+    for name in cli_fields:
+        option = typing.get_args(params[name].annotation)[1]
+        assert option.help == decl[name]["help"], name
+        choices = spec.spec_field_types()[name]
+        if isinstance(choices, tuple):  # a Literal: the CLI's choices are the same strings
+            assert tuple(e.value for e in typing.get_args(typing.get_args(params[name].annotation)[0])[0]) == choices
+    assert tuple(n for n, d in decl.items() if d["kind"] == "engine") == engine.ENGINE_FIELDS
+    base = spec.RenderSpec(prompt="x")
+    for name in engine.ENGINE_FIELDS:  # a change in any engine field needs another engine
+        other = {"model": "elsewhere", "device": "cpu", "attention": "sdpa"}.get(name)
+        value = getattr(base, name)
+        if other is None:
+            kinds = spec.spec_field_types()[name]
+            other = (not value) if kinds is bool else 1.0 if kinds is float else [c for c in kinds if c != value][0]
+        assert engine.engine_key(base) != engine.engine_key(base.replace(**{name: other})), name
+    for name, (lo, hi) in spec.RANGES.items():
+        assert decl[name]["range"] == (lo, hi)
+    assert [f.value for f in OutputFormat] == list(FORMATS)
+
+
+def test_settings_merge_labels_where_each_value_came_from(tmp_path):
+    from videogen.settings import merge
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text("steps: 3\nguidance: 4\n")
+    record = {"prompt": "a", "spec": {"prompt": "a", "steps": 9, "frames": 17, "seed": 1}}
+    spec = merge(None, {"guidance": 5.0}, str(preset), record, where="r.json",
+                 labels={"guidance": "prompts.jsonl line 3"})
+    assert (spec.steps, spec.guidance, spec.frames, spec.seed) == (3, 5.0, 17, 1)
+    where = spec.extras["where"]
+    assert where["guidance"] == "prompts.jsonl line 3" and where["frames"] == "run record r.json"
+    assert where["steps"] == f"preset {preset}, key 'steps'"
+
+
+def test_relabel_names_a_records_value_but_leaves_advice_alone():
+    from videogen.engine import relabel
+    from videogen.settings import merge
+
+    spec = merge("x", {"height": 20}, None, {"spec": {"prompt": "x", "device": "cuda", "frames": 8}}, where="r.json")
+    assert relabel("--device cuda: no GPU; use --device cpu", spec) == \
+        "device cuda (run record r.json): no GPU; use --device cpu"
+    assert relabel("wan: --frames 8 is odd; --height 20 too", spec) == \
+        "wan: frames 8 (run record r.json) is odd; --height 20 too"

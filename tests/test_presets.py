@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from videogen.cli.options import merge
 
 from videogen import presets
+from videogen.cli.options import merge
 from videogen.errors import UserError
 
 

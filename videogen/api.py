@@ -45,7 +45,7 @@ def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun
 
     if output is not None:
         check_output(output, overwrite)  # a bad path is refused before the model is even looked at
-    from videogen.engine import inspect_model, resolve_device, resolve_dtype, resolve_spec
+    from videogen.engine import inspect_model, relabel, resolve_device, resolve_dtype, resolve_spec
 
     model_from = spec.extras.get("where", {}).get("model", "--model")
     try:
@@ -53,7 +53,10 @@ def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun
     except UserError as e:
         raise UserError(str(e) if model_from.startswith("--") else f"{model_from}: {e}") from None
     spec = resolve_spec(spec, info)  # sizes, frames and images checked before any weight is read
-    resolve_dtype(spec.dtype, resolve_device(spec.device))
+    try:
+        resolve_dtype(spec.dtype, resolve_device(spec.device))
+    except UserError as e:
+        raise UserError(relabel(str(e), spec)) from None
     if rerun is not None and model_from.startswith("run record"):
         compare_with_record(info, rerun, allow_different_model)
     if rerun is not None:

@@ -92,6 +92,7 @@ def model_defaults(info: ModelInfo) -> dict[str, tuple[Any, str]]:
 def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
     """Fill the model's defaults and check what the model can take; bad values are refused by name, and by
     where they came from (a default is not reported as a flag the user typed)."""
+    spec = check_sigmas(spec, info)  # before the defaults: the sigmas set the step count
     from videogen import clips
 
     try:  # input clips first: a clip sets the frames and size the user left open
@@ -114,13 +115,14 @@ def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
 
 
 def relabel(message: str, spec: RenderSpec) -> str:
-    """Rewrite `--frames 81` in a message as `frames 81 (the model's default)` where no flag gave the value."""
+    """Rewrite `--frames 81` in a message as `frames 81 (the model's default)` where no flag gave the value; a
+    flag named without its value is rewritten only where it is the subject (it may be advice: "use --device cpu")."""
     for name, label in spec.extras.get("where", {}).items():
         if label.startswith("--"):
             continue
-        flag, value = "--" + name.replace("_", "-"), getattr(spec, name)
-        pattern = re.escape(flag) + r"(?![\w-])" + (rf"(?: {re.escape(str(value))}(?![\w.]))?" if value is not None else "")
-        message = re.sub(pattern, lambda _m, n=name: where(spec, n), message)
+        flag, value, said = "--" + name.replace("_", "-"), getattr(spec, name), where(spec, name)
+        message = re.sub(re.escape(f"{flag} {value}") + r"(?![\w.-])", lambda _m, s=said: s, message)
+        message = re.sub(r"(^|; )" + re.escape(flag) + r"(?![\w-])", lambda m, s=said: m.group(1) + s, message)
     return message
 
 
@@ -141,6 +143,26 @@ def _check_resolved(spec: RenderSpec, info: ModelInfo) -> None:
         raise UserError(f"{info.family.name} model: " + "; ".join(problems))
     if not spec.prompt.strip():
         raise UserError("the prompt is empty")
+    lora_infos(spec, info)  # every LoRA read and matched against the checkpoint before any weight is loaded
+
+
+def check_sigmas(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
+    """--sigmas fixes the step count; a model whose adapter builds its own sigmas cannot take them."""
+    if spec.sigmas is None:
+        return spec
+    if not info.family.takes_sigmas:
+        raise UserError(f"--sigmas: this {info.family.name} model's sampler builds its own sigmas")
+    if spec.steps is not None and spec.steps != len(spec.sigmas):
+        raise UserError(f"{where(spec, 'steps')} disagrees with the {len(spec.sigmas)} sigmas given by "
+                        f"{where(spec, 'sigmas')}")
+    sources = {**spec.extras.get("where", {}), "steps": "the number of sigmas"}
+    return spec.replace(steps=len(spec.sigmas), extras={**spec.extras, "where": sources})
+
+
+def lora_infos(spec: RenderSpec, info: ModelInfo) -> list[Any]:
+    from videogen import lora
+
+    return lora.resolve(spec.loras, info.source.path, list(loading.components(info.index)), info.family.name)
 
 
 def check_images(spec: RenderSpec, info: ModelInfo) -> None:
@@ -178,6 +200,7 @@ class Engine:
     """A loaded model. `Engine.load(...)` once, then `render(spec)` as often as needed."""
 
     options: Any = None  # videogen.options.Options: the engine options applied at load (step cache, ...)
+    loras: Any = None  # videogen.lora.merge.LoraState: the LoRAs merged now; each render switches to its own
 
     def __init__(self, info: ModelInfo, model: Family, key: tuple[Any, ...], load_seconds: float):
         self.info, self.model, self.key, self.load_seconds = info, model, key, load_seconds
@@ -190,7 +213,10 @@ class Engine:
         dtype = resolve_dtype(spec.dtype, device)
         from videogen import options
 
-        options.check(spec, device)  # refuse impossible engine options before reading any weight
+        try:  # refuse impossible engine options before reading any weight, naming where they came from
+            options.check(spec, device)
+        except UserError as e:
+            raise UserError(relabel(str(e), spec)) from None
         if progress:
             progress("load", 0, 1)
         torch.set_flush_denormal(True)  # denormals make small models several times slower on CPUs
@@ -201,12 +227,18 @@ class Engine:
             raise
         except Exception as e:  # a corrupt or mismatched checkpoint
             raise UserError(f"{info.source.path}: cannot load the model: {type(e).__name__}: {e}") from None
+        from videogen.lora.merge import LoraState
+
+        # LoRAs go in after the dtype cast and before fp8 storage, offload hooks and compilation, so that each of
+        # those works on the merged weights (later switches write into the same tensors in place).
+        loras = LoraState(model.modules(), info.source.path)
+        loras.switch(lora_infos(spec, info))
         applied = options.apply(model, spec, device)
         if progress:
             progress("load", 1, 1)
         key = engine_key(spec)
         engine = cls(info, model, key, time.perf_counter() - start)
-        engine.options = applied
+        engine.options, engine.loras = applied, loras
         return engine
 
     def accepts(self, spec: RenderSpec) -> bool:
@@ -219,6 +251,9 @@ class Engine:
     def render(self, spec: RenderSpec, progress: Progress | None = None) -> RenderResult:
         spec = self.resolve(spec)
         timings: dict[str, float] = {"load": round(self.load_seconds, 4)}
+        loras = lora_infos(spec, self.info)
+        if self.loras is not None and self.loras.switch(loras):  # the base weights stay loaded
+            timings["lora_switch"] = round(self.loras.last_switch_seconds, 4)
 
         def stage(name: str, fn: Callable[[], Any]) -> Any:
             start = time.perf_counter()
@@ -259,6 +294,10 @@ class Engine:
             progress("decode", 1, 1)
         timings["per_step"] = round(timings["denoise"] / max(total, 1), 4)
         record = self.record(spec, plan.info, timings)
+        if loras:
+            from videogen import lora
+
+            record["loras"] = lora.record(loras)
         if opts is not None:
             record["engine_options"] = opts.record(spec, frames, reference)
         return RenderResult(frames=_to_uint8(frames), frames_float=frames, spec=spec, record=record)

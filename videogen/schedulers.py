@@ -45,6 +45,18 @@ def make_scheduler(base: Any, name: str | None, shift: float | None) -> Any:
     return cls.from_config(config, **overrides)
 
 
+def set_timesteps(scheduler: Any, steps: int, sigmas: tuple[float, ...] | None, device: Any) -> None:
+    """`steps` evenly spaced by the scheduler, or exactly `sigmas` (before its flow shift) when given."""
+    import inspect
+
+    if sigmas is None:
+        scheduler.set_timesteps(steps, device=device)
+        return
+    if "sigmas" not in inspect.signature(scheduler.set_timesteps).parameters:
+        raise UserError(f"--sigmas: scheduler {type(scheduler).__name__} takes no sigmas; add --scheduler euler")
+    scheduler.set_timesteps(sigmas=list(sigmas), device=device)
+
+
 def describe(scheduler: Any) -> dict[str, Any]:
     return {"class": type(scheduler).__name__,
             "config": {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}}

@@ -22,7 +22,7 @@ RECORD_DUPLICATES = ("prompt", "negative_prompt", "seed", "steps", "guidance", "
 
 
 def flag_label(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return {"loras": "--lora"}.get(name) or "--" + name.replace("_", "-")  # --lora is repeated, one file each
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Rerun:
     fingerprint: str | None = None
     revision: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    loras: list[Any] = field(default_factory=list)  # the record's LoRA entries (path, sha256, ...)
     inputs: dict[str, Any] = field(default_factory=dict)  # input files by flag: path and sha256 (clips.describe)
 
 
@@ -63,6 +64,7 @@ def rerun_of(data: dict[str, Any], where: str) -> Rerun:
     versions = data.get("versions") if isinstance(data.get("versions"), dict) else {}
     return Rerun(where=where, prompt=prompt, values=values, fingerprint=model.get("fingerprint"),
                  revision=model.get("revision"), versions={str(k): str(v) for k, v in versions.items()},
+                 loras=data.get("loras") or [],
                  inputs=data.get("inputs") if isinstance(data.get("inputs"), dict) else {})
 
 
@@ -111,6 +113,10 @@ def merge(prompt: str | None, flags: dict[str, Any], preset: Any = None, record:
         prompt = record.prompt
     if prompt is None:
         raise UserError("missing PROMPT (or --from RUN.json)")
+    if record is not None and record.loras:  # the LoRAs a rerun still uses must be the recorded files
+        from videogen.lora import check_record
+
+        check_record(record.loras, values.get("loras", ()), record.where)
     return RenderSpec(prompt=prompt, **values, extras={"where": sources})
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -66,6 +67,11 @@ class RenderSpec:
     strength: float | None = _f(help="Video-to-video: share of the steps that redraw the source (0..1, default "
                                 "0.8).", range=(0.0, 1.0))
     fit: bool = _f(False, "Resample input clips to the render's frames and size instead of refusing them.")
+    # LoRA and exact schedules (videogen/lora/). Their options are built by hand in videogen/cli/options.py.
+    sigmas: tuple[float, ...] | None = _f(help="Exact schedule: sigmas before the flow shift, handed to the "
+                                          "scheduler's set_timesteps(sigmas=...); they set the step count.")
+    # Not an engine field: an engine switches LoRAs between renders without reloading the base weights.
+    loras: tuple[str, ...] = _f((), "LoRA files, each PATH[:WEIGHT][@high|@low|@both] (videogen/lora/refs.py).")
     # Engine options: they change speed and memory, and (for dtype, device, cache, quantize) the output.
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", kind=ENGINE)
     dtype: Dtype = _f("auto", "Weights and compute precision.", kind=ENGINE)
@@ -112,9 +118,8 @@ def where(spec: RenderSpec, name: str) -> str:
 
 @functools.cache
 def spec_field_types() -> dict[str, Any]:
-    """Field name -> the plain type (int, float, str, bool, or a tuple of allowed strings). Computed once: type
-    hints are slow to evaluate and a batch checks every item's fields."""
-    import typing
+    """Field name -> the plain type (int, float, str, bool, a tuple of allowed strings, or tuple[T, ...] for a
+    list field). Computed once: type hints are slow to evaluate and a batch checks every item's fields."""
 
     hints = typing.get_type_hints(RenderSpec)
     out: dict[str, Any] = {}
@@ -122,19 +127,40 @@ def spec_field_types() -> dict[str, Any]:
         if f.name == "extras":
             continue
         hint = hints[f.name]
-        if typing.get_origin(hint) is tuple:  # a repeatable flag: a list of strings
-            out[f.name] = list
-            continue
         if typing.get_origin(hint) is Literal:
             out[f.name] = tuple(get_args(hint))
             continue
         args = [a for a in get_args(hint) if a is not type(None)] or [hint]
-        base = args[0]
-        if typing.get_origin(base) is Literal:
+        base = hint if typing.get_origin(hint) is tuple else args[0]
+        if typing.get_origin(base) is tuple:
+            out[f.name] = base  # a list field: tuple[item type, ...]
+        elif typing.get_origin(base) is Literal:
             out[f.name] = tuple(get_args(base))
         else:
             out[f.name] = base
     return out
+
+
+def _check_list(name: str, value: Any, item: type, where: str) -> tuple[Any, ...]:
+    """A list field (YAML/JSON list, or a tuple from a flag) -> a tuple of checked items."""
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise UserError(f"{where}: '{name}' must be a list, not {value!r}")
+    out = []
+    for v in value:
+        if item is float and (isinstance(v, bool) or not isinstance(v, int | float) or v != v):
+            raise UserError(f"{where}: '{name}' must be a list of numbers, not {value!r}")
+        if item is str and not isinstance(v, str):
+            raise UserError(f"{where}: '{name}' must be a list of strings, not {value!r}")
+        out.append(float(v) if item is float else v)
+    if name == "loras":
+        from videogen.lora.refs import parse_ref
+
+        return tuple(parse_ref(v, where).canonical() for v in out)
+    decreasing = all(a > b for a, b in zip(out, out[1:], strict=False))
+    if name == "sigmas" and not (out and decreasing and all(0.0 <= v <= 1.0 for v in out)):
+        raise UserError(f"{where}: 'sigmas' must be a non-empty, strictly decreasing list of values in [0, 1], "
+                        f"not {list(value)!r}")
+    return tuple(out)
 
 
 def check_value(name: str, value: Any, where: str) -> Any:
@@ -145,14 +171,12 @@ def check_value(name: str, value: Any, where: str) -> Any:
     want = types[name]
     if value is None:
         return None
+    if typing.get_origin(want) is tuple:
+        return _check_list(name, value, get_args(want)[0], where)
     if isinstance(want, tuple):
         if value not in want:
             raise UserError(f"{where}: '{name}' must be one of {', '.join(map(str, want))}, not {value!r}")
         return value
-    if want is list:
-        if isinstance(value, str) or not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise UserError(f"{where}: '{name}' must be a list of file names, not {value!r}")
-        return tuple(value)
     if want is bool:
         if not isinstance(value, bool):
             raise UserError(f"{where}: '{name}' must be true or false, not {value!r}")

@@ -21,11 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from videogen.errors import UserError
+from videogen.errors import RenderError, UserError
 
 RECORD_NAME = "run.json"  # inside a PNG folder
 STDOUT = Path("-")  # `-o -`: the video goes to stdout, as fragmented MP4 (a format that streams)
 FRAME_NAME = re.compile(r"frame_\d{5}\.png")
+
+
+class DiskFull(RenderError):
+    """No space left while writing an output (a batch stops at the first one: the next would fail too)."""
 
 
 @dataclass(frozen=True)
@@ -200,8 +204,6 @@ def _encode(frames: np.ndarray, path: Path | None, fps: int, kind: str, crf: int
     proc = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), stderr=subprocess.PIPE,
                           stdout=None if path is None else subprocess.DEVNULL)
     if proc.returncode != 0:
-        from videogen.errors import RenderError
-
         message = proc.stderr.decode(errors="replace").strip()
         if "No space left" in message:
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -265,9 +267,7 @@ def write_video(frames: np.ndarray, output: Path, fps: int, record: dict[str, An
             _place(rec_tmp, rec_final, overwrite=True)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            from videogen.errors import RenderError
-
-            raise RenderError(f"cannot write {output}: no space left on the device") from None
+            raise DiskFull(f"cannot write {output}: no space left on the device") from None
         raise
     finally:
         for p in (tmp, rec_tmp):

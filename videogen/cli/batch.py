@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from videogen.cli import options as o
 
+from videogen.cli import options as o
 from videogen.errors import RenderError, UserError
 
 
@@ -37,7 +37,7 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace files in t
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 
 # Options of `generate` that are not render fields (or that a batch has its own version of).
-NOT_RENDER = {"prompt", "preset", "output", "from_", "overwrite", "as_json", "quiet"}
+NOT_RENDER = {"prompt", "preset", "output", "from_", "allow_different_model", "overwrite", "as_json", "quiet"}
 
 
 def batch_command(generate: Callable[..., Any]) -> Callable[..., None]:
@@ -78,24 +78,33 @@ def run(file: Path, preset: str | None, seeds: str | None, seeds_per_prompt: int
     out_dir = output_dir if output_dir is not None else Path("outputs") / slug(file.stem)
     suffix = "" if format is OutputFormat.png else f".{format.value}"
 
+    bases: dict[str | None, Any] = {}
+
     def make_spec(prompt: str, fields: dict[str, Any]) -> Any:
         for key in ("image", "last_image"):  # relative image paths are relative to the prompt file
             if key in fields and not Path(fields[key]).expanduser().is_absolute():
                 fields[key] = str(file.parent / fields[key])
-        return o.merge(prompt, {**flags, **fields}, preset)
+        # The same merge as `generate`, once per model an item names (a `model` may name a preset): merging per
+        # item re-read the preset 10,000 times for a 10,000-line file. The item's fields, already checked by the
+        # prompt-file reader, then go over it as flags would.
+        model = fields.pop("model", None)
+        if model not in bases:
+            bases[model] = o.merge(prompt, {**flags, **({"model": model} if model is not None else {})}, preset)
+        return b.with_values(bases[model], prompt=prompt, **fields)
 
     items = b.build_plan(entries, make_spec, out_dir, suffix, seed_list, seeds_per_prompt)
-    b.check_models(items)
+    b.check_items(items)
     if dry_run:
         rank, _world = b.launched_ranks()
         if rank == 0:
-            print_plan(items)
+            print_plan(items, out_dir)
         return
     try:
-        code, outcomes, ranks = b.run_batch(items, out_dir, str(file), overwrite=overwrite,
-                                            make_reporter=lambda ranks, n: reporter(ranks, n, quiet))
+        result = b.run_batch(items, out_dir, str(file), overwrite=overwrite,
+                             make_reporter=lambda ranks, n: reporter(ranks, n, quiet))
     except b.Disagree:
         raise UserError("another rank refused to start the batch (see its message)") from None
+    code, outcomes, ranks = result.code, result.outcomes, result.ranks
     try:
         if ranks.rank == 0 or code == 130:
             print_summary(outcomes, out_dir, code)
@@ -104,33 +113,46 @@ def run(file: Path, preset: str | None, seeds: str | None, seeds_per_prompt: int
     # Exit codes travel as the exceptions that `main` maps: 130 interrupted, 1 some item failed.
     if code == 130:
         raise KeyboardInterrupt
+    if result.stopped:
+        raise RenderError(result.stopped)
     if code == 1:
         failed = sum(oc.state == "failed" for oc in outcomes)
         raise RenderError(f"{failed} of {len(outcomes)} item(s) failed; see {out_dir / b.MANIFEST}")
 
 
-def print_plan(items: list[Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def print_plan(items: list[Any], out_dir: Path) -> None:
+    """The plan as a table on stdout, then what the folder holds that the plan does not (left alone)."""
+    from videogen.batch import inspect_item, known_hashes, orphans
 
-    from videogen.batch import inspect_item, known_hashes
-
-    hashes = known_hashes(items[0].output.parent) if items[0].output.parent.is_dir() else {}
-    table = Table(title=f"{len(items)} item(s) -> {items[0].output.parent}", title_justify="left")
-    for col in ("#", "state", "seed", "frames", "size", "steps", "model", "output", "prompt"):
-        table.add_column(col, overflow="fold")
+    hashes = known_hashes(out_dir) if out_dir.is_dir() else {}
+    lines = [f"{len(items)} item(s) -> {out_dir}"]
+    header = ("#", "state", "seed", "frames", "size", "steps", "model", "output", "prompt", "lines")
+    rows = []
     for it in items:
         s = it.spec
         state = inspect_item(it, hashes, repair=False).state
         size = f"{s.width}x{s.height}" if s.width and s.height else "default"
-        table.add_row(str(it.index), state, str(s.seed), str(s.frames or "default"), size,
-                      str(s.steps or "default"), s.model, it.output.name, s.prompt[:60])
-    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200, highlight=False)
-    console.print(table)
+        rows.append((str(it.index), state.value, str(s.seed), str(s.frames or "default"), size,
+                     str(s.steps or "default"), s.model, it.output.name, s.prompt[:60],
+                     ", ".join(w.rsplit(":", 1)[-1] for w in (it.where, *it.also))))
+    # A plain table (a rich Table lays out 10,000 rows in seconds): columns padded to their widest cell.
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for row in (header, *rows):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    duplicates = sum(len(it.also) for it in items)
+    if duplicates:
+        lines.append(f"{duplicates} line(s) repeat an item exactly (same prompt, settings and seed): rendered once")
+    left = orphans(out_dir, items)
+    if left:
+        shown = ", ".join(left[:5]) + (", ..." if len(left) > 5 else "")
+        lines.append(f"{len(left)} output(s) in the folder belong to no item of this file (edited or deleted "
+                     f"lines): left alone, not counted: {shown}")
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def print_summary(outcomes: list[Any], out_dir: Path, code: int) -> None:
     from rich.table import Table
+
     from videogen.cli.progress import stderr
 
     counts: dict[str, list[float]] = {}
@@ -156,9 +178,9 @@ def print_summary(outcomes: list[Any], out_dir: Path, code: int) -> None:
 def reporter(ranks: Any, total: int, quiet: bool) -> Any:
     """Progress on stderr (rank 0 only: several live bars would garble one terminal); paths on stdout."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from videogen.cli.progress import STAGES, stderr
 
     from videogen.batch import Reporter
+    from videogen.cli.progress import STAGES, stderr
 
     show = not quiet and ranks.rank == 0
     bar = Progress(TextColumn("{task.description:<30}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

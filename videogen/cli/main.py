@@ -48,6 +48,7 @@ def generate(
     video: o.Video = None, mask: o.Mask = None, reference_images: o.ReferenceImage = None,
     conditioning_scale: o.ConditioningScale = None, strength: o.Strength = None, fit: o.Fit = None,
     flow_shift: o.FlowShift = None, max_sequence_length: o.MaxTokens = None, crf: o.Crf = None,
+    loras: o.Lora = None, sigmas: o.Sigmas = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output .mp4 | .webm | .gif | folder for PNG frames (default: ./outputs/<prompt>-s<seed>.mp4).")] = None,
     device: o.Device = None, dtype: o.Dtype = None, offload: o.Offload = None, vae_tiling: o.VaeTiling = None,
     compile: o.Compile = None, attention: o.Attention = None, cache: o.CacheOpt = None,
@@ -70,6 +71,7 @@ def generate(
         scheduler=scheduler, flow_shift=flow_shift, max_sequence_length=max_sequence_length, crf=crf,
         device=device, dtype=dtype, offload=offload, vae_tiling=vae_tiling, compile=compile, attention=attention,
         cache=cache, cache_threshold=cache_threshold, cache_drift=cache_drift, quantize=quantize, batch_cfg=batch_cfg,
+        loras=loras, sigmas=sigmas,
     )
     flags.update(o.flag_values(video=video, mask=mask, reference_images=reference_images,
                                conditioning_scale=conditioning_scale, strength=strength, fit=fit))

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from videogen.errors import UserError
 from videogen.settings import merge  # noqa: F401  (the commands' merge)
 from videogen.spec import check_value, declarations, spec_field_types
 
@@ -23,8 +24,7 @@ DeviceDtype, OffloadMode = _choices("DeviceDtype", _TYPES["dtype"]), _choices("O
 CacheMode, QuantizeMode = _choices("CacheMode", _TYPES["cache"]), _choices("QuantizeMode", _TYPES["quantize"])
 _ENUMS = {"dtype": DeviceDtype, "offload": OffloadMode, "cache": CacheMode, "quantize": QuantizeMode}
 _PATHS = {"image", "last_image", "video", "mask"}  # options Typer checks as paths
-_ALIASES = {"reference_images": ["--reference-image"]}  # a repeatable flag, said in the singular
-_SHORT = {"model": "-m", "negative_prompt": "-n", "image": "-i"}
+_SHORT = {"model": "-m", "negative_prompt": "-n", "image": "-i", "flow_shift": "--shift"}  # and aliases
 R = "Render"
 E = "Engine (speed and memory)"
 
@@ -33,9 +33,8 @@ def option(name: str) -> Any:
     """The command-line option of one RenderSpec field, built from its declaration in videogen.spec."""
     decl, plain = declarations()[name], _TYPES[name]
     flag = "--" + name.replace("_", "-")
-    kind: Any = _ENUMS.get(name) or (Path if name in _PATHS else list[Path] if plain is list else plain)
-    names = [*_ALIASES.get(name, []), f"{flag}/--no-{flag[2:]}" if plain is bool else flag,
-             *([_SHORT[name]] if name in _SHORT else [])]
+    kind: Any = _ENUMS.get(name) or (Path if name in _PATHS else plain)
+    names = [f"{flag}/--no-{flag[2:]}" if plain is bool else flag, *([_SHORT[name]] if name in _SHORT else [])]
     panel = E if (decl["kind"] == "engine" and name != "model") or name in ("cache_drift", "batch_cfg") else R
     return Annotated[kind | None, typer.Option(*names, help=decl["help"], rich_help_panel=panel)]
 
@@ -49,8 +48,21 @@ Scheduler, FlowShift, MaxTokens, Crf = option("scheduler"), option("flow_shift")
 Device, Dtype, Offload, VaeTiling = option("device"), option("dtype"), option("offload"), option("vae_tiling")
 Compile, Attention, CacheOpt, CacheThreshold = option("compile"), option("attention"), option("cache"), option("cache_threshold")
 CacheDrift, Quantize, BatchCfg = option("cache_drift"), option("quantize"), option("batch_cfg")
-Video, Mask, ReferenceImage = option("video"), option("mask"), option("reference_images")
+# --- LoRA and exact schedules: list fields, so their options are built here by hand ---
+L = "LoRA and schedule"
+Lora = Annotated[list[str] | None, typer.Option("--lora", metavar="PATH:WEIGHT@EXPERT", help="LoRA .safetensors file, repeatable: PATH, PATH:WEIGHT (default 1) or PATH:WEIGHT@EXPERT, EXPERT high, low or both (default; Wan 2.2 A14B's two experts).", rich_help_panel=L)]
+# --- input clips (videogen/clips.py); --reference-image is a list field, so built here by hand ---
+Video, Mask = option("video"), option("mask")
 ConditioningScale, Strength, Fit = option("conditioning_scale"), option("strength"), option("fit")
+ReferenceImage = Annotated[list[Path] | None, typer.Option("--reference-image", help=declarations()["reference_images"]["help"], rich_help_panel=R)]
+Sigmas = Annotated[str | None, typer.Option("--sigmas", metavar="LIST", help="Exact schedule: comma-separated sigmas before the --shift, e.g. 1,0.75,0.5,0.25 (sets --steps).", rich_help_panel=L)]
+
+
+def parse_sigmas(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UserError(f"--sigmas: '{text}' is not a comma-separated list of numbers") from None
 
 
 def flag_values(**flags: Any) -> dict[str, Any]:
@@ -59,13 +71,17 @@ def flag_values(**flags: Any) -> dict[str, Any]:
     for name, value in flags.items():
         if value is None:
             continue
+        if name == "sigmas":
+            value = parse_sigmas(value)
+        elif name == "loras":
+            value = tuple(value)
+        elif name == "reference_images":
+            if not value:  # not given: leave a preset's or record's images in place
+                continue
+            value = tuple(str(v) for v in value)
         if isinstance(value, Enum):
             value = value.value
         elif isinstance(value, Path):
             value = str(value)
-        elif isinstance(value, list | tuple):  # a repeatable flag
-            if not value:
-                continue
-            value = [str(v) for v in value]
         out[name] = check_value(name, value, f"--{name.replace('_', '-')}")
     return out

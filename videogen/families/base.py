@@ -84,6 +84,8 @@ class Family(ABC):
     takes_true_guidance: ClassVar[bool] = False
     # Families whose guidance can follow CogVideoX's cosine ramp (`dynamic_guidance`).
     takes_dynamic_guidance: ClassVar[bool] = False
+    # Families whose plan() hands `spec.sigmas` (an exact schedule) to the scheduler.
+    takes_sigmas: ClassVar[bool] = False
     # Input spec fields of videogen/clips.py this family takes (video, mask, reference_images, strength, ...),
     # and those it cannot render without; any other one set is refused before loading.
     inputs: ClassVar[frozenset[str]] = frozenset()

@@ -18,7 +18,7 @@ from videogen.errors import UserError
 from videogen.families.base import Defaults, Family, Geometry, initial_noise, read_config
 from videogen.loading import components
 from videogen.sampling import Conditioning, Plan, StepInfo
-from videogen.schedulers import describe, make_scheduler
+from videogen.schedulers import describe, make_scheduler, set_timesteps
 from videogen.spec import RenderSpec
 from videogen.text import prompt_clean, warn_unknown
 
@@ -38,6 +38,7 @@ class Wan(Family):
     pipelines = ("WanPipeline",)
     tasks = ("t2v", "ti2v", "v2v")
     inputs = frozenset({"video", "strength"})  # video-to-video (WanVideoToVideoPipeline) on any Wan T2V model
+    takes_sigmas = True  # plan() hands --sigmas to the scheduler
     # WanPipeline.__call__ defaults; Wan renders at 16 fps.
     defaults = Defaults(frames=81, height=480, width=832, steps=50, guidance=5.0, fps=16)
 
@@ -142,7 +143,7 @@ class Wan(Family):
     def plan(self, spec: RenderSpec, cond: Conditioning, uncond: Conditioning | None) -> Plan:
         assert spec.frames and spec.height and spec.width and spec.steps and spec.seed is not None
         scheduler = make_scheduler(self.scheduler, spec.scheduler, spec.flow_shift)
-        scheduler.set_timesteps(spec.steps, device=self.device)
+        set_timesteps(scheduler, spec.steps, spec.sigmas, self.device)
         s, t = self.vae_geo.spatial, self.vae_geo.temporal
         cfg = self.transformer.config
         shape = (1, cfg.out_channels or cfg.in_channels, (spec.frames - 1) // t + 1, spec.height // s, spec.width // s)
@@ -184,7 +185,8 @@ class Wan(Family):
                 return (1 - mask) * first + mask * x
 
             latents = after_step(latents, -1)
-        info: dict[str, Any] = {"scheduler": describe(scheduler), **start_info}
+        info: dict[str, Any] = {"scheduler": describe(scheduler),
+                                "sigmas": [round(float(v), 6) for v in scheduler.sigmas], **start_info}
         if boundary is not None:
             info.update(boundary_timestep=boundary, guidance_2=low)
         if mask is not None:

@@ -102,7 +102,7 @@ def parse_preset(path: Path, name: str | None = None) -> Preset:
     family = data.get("family")
     if family is not None and not isinstance(family, str):
         raise UserError(f"{path}: 'family' must be a string")
-    if "model" in values:
+    if values.get("model") is not None:  # `model: null` sets no model (and is no path to resolve)
         values["model"] = _model_beside(path, values["model"])
     return Preset(name=name or path.stem, path=path, description=description, family=family, values=values)
 

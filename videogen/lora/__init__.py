@@ -1,0 +1,99 @@
+"""LoRAs merged into a loaded denoiser, switchable between renders without reloading the base weights.
+
+`resolve(spec, info)` reads and matches every LoRA of a spec before any model weight is read (a LoRA that matches
+nothing is refused there); `LoraState` (merge.py) merges them into the loaded modules and switches between sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from videogen.errors import UserError
+from videogen.lora.keys import Normalised, check_shapes, checkpoint_tensors, normalise, read_lora
+from videogen.lora.refs import TARGETS, LoraRef, parse_ref, sha256
+
+__all__ = ["LoraInfo", "LoraRef", "check_record", "parse_ref", "record", "resolve"]
+CACHE_SIZE = 8  # normalised LoRAs kept in memory: a batch that alternates a few LoRAs reads each file once
+
+
+@dataclass(frozen=True)
+class LoraInfo:
+    ref: LoraRef
+    sha256: str
+    targets: tuple[str, ...]  # model components it goes into
+    norm: Normalised
+
+    @property
+    def modules(self) -> int:
+        return len(self.norm.modules) * len(self.targets)
+
+    def record(self) -> dict[str, Any]:
+        return {"path": str(self.ref.path), "sha256": self.sha256, "weight": self.ref.weight,
+                "expert": self.ref.expert, "targets": list(self.targets), "modules": self.modules,
+                "keys": self.norm.keys, "unmatched": len(self.norm.unmatched), "converter": self.norm.converter}
+
+
+_CACHE: dict[tuple[str, str, str], Normalised] = {}
+_SHAPES: dict[str, dict[str, tuple[int, ...]]] = {}
+
+
+def component_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    key = str(folder)
+    if key not in _SHAPES:
+        _SHAPES[key] = {name: shape for name, (shape, _f) in checkpoint_tensors(folder).items()}
+    return _SHAPES[key]
+
+
+def inspect(ref: LoraRef, model_path: Path, components: list[str], family: str) -> LoraInfo:
+    """Read, normalise and match one LoRA against the model's checkpoint headers (no model weight is read)."""
+    have = [c for c in TARGETS[ref.expert] if c in components]
+    if ref.expert != "both" and "transformer_2" not in components:
+        raise UserError(f"LoRA {ref.path}@{ref.expert}: this model has one expert; leave out @{ref.expert}")
+    if not have:
+        raise UserError(f"LoRA {ref.path}: this model has no transformer to put a LoRA into")
+    digest = sha256(ref.path)
+    shapes = component_shapes(model_path / have[0])
+    key = (digest, family, str(model_path / have[0]))
+    if key not in _CACHE:
+        raw = read_lora(ref.path)
+        modules = {n.rsplit(".", 1)[0] for n in shapes if n.endswith((".weight", ".bias"))}
+        try:
+            norm = normalise(raw, family, modules)
+            check_shapes(norm, shapes)
+        except UserError as e:
+            raise UserError(f"LoRA {ref.path}: {e}") from None
+        if not norm.modules:
+            first = next(iter(raw), "(no keys)")
+            raise UserError(f"LoRA {ref.path}: none of its {len(raw)} keys match this {family} model's modules "
+                            f"(first key: {first}); a LoRA for another model?")
+        while len(_CACHE) >= CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = norm
+    return LoraInfo(ref, digest, tuple(have), _CACHE[key])
+
+
+def resolve(loras: tuple[str, ...], model_path: Path, components: list[str], family: str) -> list[LoraInfo]:
+    return [inspect(parse_ref(text, "--lora"), model_path, components, family) for text in loras]
+
+
+def record(infos: list[LoraInfo]) -> list[dict[str, Any]]:
+    return [i.record() for i in infos]
+
+
+def check_record(entries: Any, loras: tuple[str, ...], where: str) -> None:
+    """`--from`: each recorded LoRA that the new render still uses must be the same file (same sha256)."""
+    if not isinstance(entries, list):
+        return
+    used = {parse_ref(text, where).path for text in loras}
+    for entry in entries:
+        if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:
+            raise UserError(f"{where}: malformed LoRA entry in the run record: {entry!r}")
+        path = Path(entry["path"])
+        if path not in used:
+            continue
+        now = sha256(path)
+        if now != entry["sha256"]:
+            raise UserError(f"{where}: LoRA file {path} changed since that run (sha256 {entry['sha256'][:12]}... "
+                            f"recorded, {now[:12]}... now)")

@@ -1,0 +1,75 @@
+"""`--lora PATH[:WEIGHT][@high|@low|@both]`: which file, how strongly, and into which expert.
+
+PATH is a local .safetensors file. WEIGHT (default 1.0) multiplies the LoRA's delta; 0 is exactly no LoRA.
+The expert matters for two-expert models (Wan 2.2 A14B): `high` is the high-noise expert (`transformer`, the
+first steps), `low` the low-noise one (`transformer_2`), `both` (the default) each of them. A one-expert model
+takes only `both`. Examples: `style.safetensors`, `style.safetensors:0.6`, `high.safetensors:1@high`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from videogen.errors import UserError
+
+EXPERTS = ("both", "high", "low")
+# Expert -> the model components it names (a model that lacks a component simply has fewer targets).
+TARGETS = {"both": ("transformer", "transformer_2"), "high": ("transformer",), "low": ("transformer_2",)}
+WEIGHT_RANGE = (-10.0, 10.0)
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    path: Path
+    weight: float = 1.0
+    expert: str = "both"
+
+    def canonical(self) -> str:
+        """The form kept in the resolved spec and run record: absolute path, weight and expert spelled out."""
+        return f"{self.path}:{self.weight:g}@{self.expert}"
+
+
+def parse_ref(text: str, where: str) -> LoraRef:
+    """Parse one `--lora` value; `where` names the flag, preset or batch line in errors."""
+    body, expert = text, "both"
+    if "@" in text:
+        body, expert = text.rsplit("@", 1)
+        if expert not in EXPERTS:
+            raise UserError(f"{where}: LoRA '{text}': unknown expert '@{expert}'; use @high, @low or @both")
+    weight = 1.0
+    head, sep, tail = body.rpartition(":")
+    if sep and head and not tail.startswith(("/", "\\")):  # a trailing ":WEIGHT" (not a Windows drive letter)
+        try:
+            weight = float(tail)
+        except ValueError:
+            raise UserError(f"{where}: LoRA '{text}': weight '{tail}' is not a number") from None
+        body = head
+    if weight != weight or not WEIGHT_RANGE[0] <= weight <= WEIGHT_RANGE[1]:
+        raise UserError(f"{where}: LoRA '{text}': weight must be between {WEIGHT_RANGE[0]:g} and "
+                        f"{WEIGHT_RANGE[1]:g}")
+    if not body:
+        raise UserError(f"{where}: LoRA '{text}': no file named")
+    path = Path(body).expanduser()
+    if path.suffix != ".safetensors":
+        raise UserError(f"{where}: LoRA '{body}': only .safetensors LoRA files are loaded")
+    if not path.is_file():
+        raise UserError(f"{where}: LoRA file not found: {body}")
+    return LoraRef(path.resolve(), weight, expert)
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def sha256(path: Path) -> str:
+    """sha256 of a LoRA file, cached per (path, size, mtime) so a batch hashes each file once."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
