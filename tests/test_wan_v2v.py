@@ -99,7 +99,7 @@ def test_cli_video_to_video_on_a_text_to_video_model(v2v, source, tmp_path):
                   "--steps", "4", "--seed", "3", "-o", out, "--json", "--quiet")
     assert run.code == 0, run.err
     record = json.loads(run.out)
-    assert record["sampling"] == {"strength": 0.5, "steps_run": 2}
+    assert (record["sampling"]["strength"], record["sampling"]["steps_run"]) == (0.5, 2)
     assert record["inputs"]["--video"]["path"] == str(source)
     from videogen.video import read_frames
 
