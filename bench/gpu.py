@@ -189,7 +189,7 @@ class Bench:
         def videogen(batch_cfg: bool) -> float:
             marks: list[float] = []
 
-            def tick(_i: int, _n: int, _x: Any) -> None:
+            def tick(_i: int, _n: int, _x: Any, _x0: Any) -> None:
                 self.sync()
                 marks.append(time.perf_counter())
 
@@ -300,7 +300,8 @@ class Bench:
         base = engine.options
         for cache in ("fbc", "mag", "taylorseer", "pab"):
             # One loaded model, the step cache swapped: what Engine.load(--cache X) would set up, minus a reload.
-            engine.options = options.Options(transformers=base.transformers, cache=cache, threshold=None,
+            engine.options = options.Options(transformers=base.transformers, blocks=base.blocks, cache=cache,
+                                              threshold=None,
                                               dtype=base.dtype)
             cspec = spec.replace(cache=cache)
             result = engine.render(cspec)

@@ -242,6 +242,13 @@ def test_seeds_are_deterministic_and_names_safe(tmp_path):
     assert [i.output for i in shifted[1:]] == [i.output for i in plan]
 
 
+def test_item_key_ignores_fields_at_their_default():
+    """A field a later version adds (at its default) leaves the keys, so the names, of finished items as they were."""
+    spec = RenderSpec(prompt="a cat", model="m", seed=1)
+    assert b.item_key(spec) == b.item_key(spec.replace(crf=18, negative_prompt=None))
+    assert b.item_key(spec) != b.item_key(spec.replace(crf=20)) != b.item_key(spec.replace(seed=2))
+
+
 def test_identical_items_are_one_item(tmp_path):
     """Lines asking for exactly the same render (prompt, settings, seed) are planned once, with every line noted."""
     entries = [b.Entry("f:1", "a cat", {"seed": 1}), b.Entry("f:2", "a dog", {}), b.Entry("f:3", "a cat", {"seed": 1}),

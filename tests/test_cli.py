@@ -183,7 +183,7 @@ def test_uncached_hub_id_offline_says_how_to_fetch(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     r = run_inprocess(capsys, "generate", "a cat", "-m", "someone/some-video-model")
     assert r.code == 2
-    assert "hf download someone/some-video-model" in r.err and len(r.err.strip().splitlines()) == 1
+    assert "videogen download someone/some-video-model" in r.err and len(r.err.strip().splitlines()) == 1
 
 
 def test_hub_id_resolves_from_the_local_cache(tiny_wan, tmp_path, monkeypatch):
@@ -252,7 +252,8 @@ def test_every_spec_field_is_declared_once_and_every_place_agrees():
         value = getattr(base, name)
         if other is None:
             kinds = spec.spec_field_types()[name]
-            other = (not value) if kinds is bool else 1.0 if kinds is float else [c for c in kinds if c != value][0]
+            other = ((not value) if kinds is bool else 1.0 if kinds is float else "other" if kinds is str
+                     else [c for c in kinds if c != value][0])
         assert engine.engine_key(base) != engine.engine_key(base.replace(**{name: other})), name
     for name, (lo, hi) in spec.RANGES.items():
         assert decl[name]["range"] == (lo, hi)

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import run_cli, run_inprocess
+from hypothesis import given
+from properties import FEW, Case, cases
 from tiny_cogvideox import save_tiny_cogvideox
 
 from videogen.engine import Engine, inspect_model, resolve_spec
@@ -175,3 +177,28 @@ def test_presets(name):
     v = preset.values
     assert v["fps"] == fps and v["dynamic_guidance"] is dynamic and v["guidance"] == 6.0
     assert Geometry(8, 16, 16).problems(v["frames"], v["height"], v["width"]) == []  # the real VAE: 4x, 8x, patch 2
+
+
+@pytest.fixture(scope="module")
+def cog5b(tiny_cog):
+    from diffusers import CogVideoXPipeline
+
+    pipe = CogVideoXPipeline.from_pretrained(tiny_cog("5b"))
+    pipe.set_progress_bar_config(disable=True)
+    return Engine.load(RenderSpec(prompt=PROMPT, model=str(tiny_cog("5b")))), pipe
+
+
+@given(case=cases(frames=[1, 9, 17], sizes=[16, 32]))
+@FEW
+def test_parity_property(cog5b, case: Case):
+    """Any prompt, negative prompt, frames, size, steps, guidance and seed: CogVideoXPipeline's frames (5b: the
+    DPM scheduler, which draws noise at every step, and RoPE fitted to the size)."""
+    engine, pipe = cog5b
+    spec = case.spec(engine.info.source.ref)
+    ours = engine.render(spec).frames_float
+    ref = pipe(prompt=case.prompt, negative_prompt=case.negative, num_frames=case.frames, height=case.height,
+               width=case.width, num_inference_steps=case.steps, guidance_scale=case.guidance,
+               generator=torch.Generator("cpu").manual_seed(case.seed), output_type="pt").frames[0]
+    ref = ref.permute(0, 2, 3, 1)
+    assert ours.shape == ref.shape == (case.frames, case.height, case.width, 3)
+    assert (ours - ref).abs().max().item() <= 1e-4, case

@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import run_cli
+from hypothesis import given
+from hypothesis import strategies as st
+from properties import FEW, Case, cases
+from tiny import assert_refused_before_loading
 from tiny_hunyuan import save_tiny_hunyuan
 
 from videogen.engine import Engine
@@ -104,3 +108,28 @@ def test_cli_refuses_what_the_model_cannot_take(tiny_hunyuan, capsys, monkeypatc
         main()
     assert e.value.code == 2
     assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--guidance-2", "3"], "--guidance-2 is for two-expert models (Wan 2.2 A14B); this hunyuan model does not take it"),
+    (["--scheduler", "unipc"], "HunyuanVideo samples with its own scheduler only (--scheduler euler)"),
+])
+def test_refused_before_loading(tiny_hunyuan, tmp_path, flags, expected):
+    """Fields HunyuanVideo does not take are refused from its configs alone: the folder here has no weights."""
+    assert_refused_before_loading(tiny_hunyuan, tmp_path, ["--frames", "5", "--height", "16", "--width", "16"],
+                                  flags, expected)
+
+
+@given(case=cases(frames=[1, 5, 9], sizes=[16, 32]), true_cfg=st.just(1.0) | st.floats(1.5, 5.0))
+@FEW
+def test_parity_property(engine, pipe, case: Case, true_cfg: float):
+    """Any prompt, negative prompt, frames, size, steps, embedded guidance, true CFG and seed: the pipeline's
+    frames (true CFG runs only with a negative prompt, in both)."""
+    spec = case.spec(engine.info.source.ref, true_guidance=true_cfg, device="cpu", dtype="float32")
+    ours = engine.render(spec).frames_float
+    ref = pipe(prompt=case.prompt, negative_prompt=case.negative, num_frames=case.frames, height=case.height,
+               width=case.width, num_inference_steps=case.steps, guidance_scale=case.guidance, true_cfg_scale=true_cfg,
+               generator=torch.Generator("cpu").manual_seed(case.seed), output_type="pt").frames[0]
+    ref = ref.permute(0, 2, 3, 1).float()
+    assert ours.shape == ref.shape == (case.frames, case.height, case.width, 3)
+    assert (ours - ref).abs().max().item() <= TOL, case

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import run_cli
+from hypothesis import given
+from properties import FEW, Case, cases
+from tiny import assert_refused_before_loading
 from tiny_mochi import save_tiny_mochi
 
 from videogen.engine import Engine
@@ -106,3 +109,43 @@ def test_cli_refuses_what_the_model_cannot_take(tiny_mochi, capsys, monkeypatch,
         main()
     assert e.value.code == 2
     assert expected in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def scaled_mochi(tmp_path_factory) -> Path:
+    return save_tiny_mochi(tmp_path_factory.mktemp("models") / "tiny-mochi-scaled", scaling_factor=0.7)
+
+
+@pytest.fixture(scope="module")
+def scaled(scaled_mochi):
+    from diffusers import MochiPipeline
+
+    pipe = MochiPipeline.from_pretrained(scaled_mochi)
+    pipe.set_progress_bar_config(disable=True)
+    return Engine.load(RenderSpec(prompt=PROMPT, model=str(scaled_mochi), device="cpu", dtype="float32")), pipe
+
+
+@given(case=cases(frames=[1, 7, 13], sizes=[16, 32], steps=(2, 3)))
+@FEW
+def test_parity_property(scaled, case: Case):
+    """Any prompt, negative prompt, frames, size, steps, guidance and seed: MochiPipeline's frames, on a VAE whose
+    scaling factor is not 1 (MochiPipeline divides by it after the per-channel statistics)."""
+    engine, pipe = scaled
+    spec = case.spec(engine.info.source.ref, device="cpu", dtype="float32")
+    ours = engine.render(spec).frames_float
+    ref = pipe(prompt=case.prompt, negative_prompt=case.negative, num_frames=case.frames, height=case.height,
+               width=case.width, num_inference_steps=case.steps, guidance_scale=case.guidance,
+               generator=torch.Generator("cpu").manual_seed(case.seed), output_type="pt").frames[0]
+    ref = ref.permute(0, 2, 3, 1).float()
+    assert ours.shape == ref.shape == (case.frames, case.height, case.width, 3)
+    assert (ours - ref).abs().max().item() <= TOL, f"{case}: max diff {(ours - ref).abs().max().item() * 255:.1f}/255"
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--guidance-2", "3"], "--guidance-2 is for two-expert models (Wan 2.2 A14B); this mochi model does not take it"),
+    (["--scheduler", "unipc"], "Mochi samples with its own scheduler only (--scheduler euler), not --scheduler unipc"),
+    (["--steps", "1"], "Mochi needs --steps 2 or more"),
+])
+def test_refused_before_loading(tiny_mochi, tmp_path, flags, expected):
+    """Fields Mochi does not take are refused from its configs alone: the folder here has no weights at all."""
+    assert_refused_before_loading(tiny_mochi, tmp_path, ["--frames", "7", "--height", "16", "--width", "16"], flags, expected)

@@ -7,7 +7,8 @@ import math
 
 import pytest
 import torch
-from cli_helpers import run_inprocess
+from cli_helpers import run_cli, run_inprocess
+from tiny import without_weights
 
 from videogen import options
 from videogen.engine import Engine
@@ -145,3 +146,16 @@ def test_negative_prompt_is_encoded_once_per_engine(tiny_wan):
     assert len(calls) == 3  # prompt, negative prompt, second prompt
     engine.render(spec.replace(negative_prompt="black"))
     assert len(calls) == 5  # a new negative prompt is encoded again
+
+
+def test_first_block_cache_on_a_one_block_model_is_refused_before_loading(tiny_wan, tmp_path):
+    """FirstBlockCache needs blocks after the first; a one-block model is refused from its config (this copy has
+    no weights, so a refusal after loading could not happen), where it once crashed with IndexError."""
+    bare = without_weights(tiny_wan, tmp_path / "one-block", num_layers=1)
+    args = ["generate", "a cat", "-m", str(bare), "--frames", "5", "--height", "16", "--width", "16", "-q",
+            "-o", str(tmp_path / "x.mp4")]
+    refused = run_cli(*args, "--cache", "fbc")
+    assert refused.code == 2, refused.err
+    assert "--cache fbc" in refused.err and "has 1 block" in refused.err and "Traceback" not in refused.err
+    other = run_cli(*args, "--cache", "taylorseer")  # other caches go on to loading (and fail there)
+    assert other.code != 0 and "--cache" not in other.err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from properties import FEW, Case, cases
 
 from videogen.engine import Engine
 from videogen.spec import RenderSpec
@@ -108,3 +110,27 @@ def test_frames_must_fill_whole_temporal_patches(tiny_wan_tubelet):
         resolve_spec(base.replace(frames=9), info)
     with pytest.raises(UserError, match=r"use 5$"):
         resolve_spec(base.replace(frames=1), info)
+
+
+@pytest.fixture(scope="module")
+def wan(tiny_wan):
+    from diffusers import WanPipeline
+
+    pipe = WanPipeline.from_pretrained(tiny_wan)
+    pipe.set_progress_bar_config(disable=True)
+    return Engine.load(RenderSpec(prompt="x", model=str(tiny_wan))), pipe
+
+
+@given(case=cases(frames=[1, 5, 9], sizes=[16, 32]))
+@FEW
+def test_parity_property(wan, case: Case):
+    """Any prompt, negative prompt, frames, size, steps, guidance and seed: WanPipeline's frames."""
+    engine, pipe = wan
+    spec = case.spec(engine.info.source.ref, max_sequence_length=16)
+    ours = engine.render(spec).frames_float.numpy()
+    ref = pipe(prompt=case.prompt, negative_prompt=case.negative or "", height=case.height, width=case.width,
+               num_frames=case.frames, num_inference_steps=case.steps, guidance_scale=case.guidance,
+               generator=torch.Generator("cpu").manual_seed(case.seed), max_sequence_length=16,
+               output_type="np").frames[0]
+    assert ours.shape == ref.shape == (case.frames, case.height, case.width, 3)
+    assert float(np.abs(ours - ref).max()) <= TOL, case

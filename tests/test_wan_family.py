@@ -4,6 +4,7 @@ plus the conditioning-image helpers, the image flags' errors, and an MP4 from --
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import run_inprocess
+from cli_helpers import run_cli, run_inprocess
 from tiny_wan_extra import make_image, save_wan21_i2v, save_wan22_a14b, save_wan22_ti2v
 
 from videogen import images
@@ -256,3 +257,19 @@ def test_presets_fit_their_models(name, multiple):
     assert Geometry(4, multiple, multiple).problems(v["frames"], v["height"], v["width"]) == []
     assert v["negative_prompt"].endswith("背景人很多，倒着走")
     assert ("guidance_2" in v) == ("a14b" in name)
+
+
+def test_a_prompt_past_the_token_limit_is_cut_with_a_warning(tmp_path):
+    """The built-in model's text encoder reads 16 tokens: a longer prompt still renders, stderr says how many
+    tokens were cut, and the run record keeps the counts; a short prompt gets neither."""
+    prompt = " ".join(["a red circle moving left on a black background"] * 3)  # 27 words and </s>
+    long_out, short_out = tmp_path / "long.mp4", tmp_path / "short.mp4"
+    run = run_cli("generate", prompt, "--seed", "1", "--steps", "2", "-o", str(long_out))
+    assert run.code == 0, run.err
+    assert "the prompt has 28 tokens; this model's text encoder reads 16, the last 12 are cut off" in run.err
+    record = json.loads(Path(f"{long_out}.json").read_text())
+    assert record["prompt_truncated"] == {"tokens": 28, "kept": 16}
+    run = run_cli("generate", "a red circle moving left", "--seed", "1", "--steps", "2", "-o", str(short_out))
+    assert run.code == 0, run.err
+    assert "cut off" not in run.err
+    assert json.loads(Path(f"{short_out}.json").read_text())["prompt_truncated"] is None

@@ -19,7 +19,6 @@ from videogen.engine import Engine
 from videogen.spec import RenderSpec
 
 
-
 @pytest.fixture(scope="module")
 def v2v(tmp_path_factory):
     """The same weights as a WanVideoToVideoPipeline folder and as a plain WanPipeline (text-to-video) one."""
@@ -79,9 +78,9 @@ def test_strength_and_source_change_the_frames(v2v, source, tmp_path):
     assert a.record["sampling"]["strength"] == 0.5 and a.record["sampling"]["steps_run"] == 2
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=5), frames=st.sampled_from([1, 5]),
-       height=st.sampled_from([16, 32]), width=st.sampled_from([16, 32]), steps=st.integers(1, 4),
+       height=st.just(16), width=st.sampled_from([16, 32]), steps=st.integers(1, 3),
        guidance=st.sampled_from([1.0, 3.0]), seed=st.integers(0, 2**31 - 1), strength=st.floats(0.25, 1.0, allow_subnormal=False))
 def test_v2v_parity_property(v2v, tmp_path_factory, words, frames, height, width, steps, guidance, seed, strength):
     assume(int(steps * strength) >= 1)

@@ -19,7 +19,6 @@ from videogen.engine import Engine
 from videogen.spec import RenderSpec
 
 
-
 @pytest.fixture(scope="module")
 def vace(tmp_path_factory):
     root = tmp_path_factory.mktemp("vace")
@@ -105,13 +104,17 @@ def test_each_input_changes_the_frames(vace, inputs):
     assert torch.equal(a, engine.render(base).frames_float)
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=5), frames=st.sampled_from([1, 5]),
-       height=st.sampled_from([16, 32]), width=st.sampled_from([16, 32]), steps=st.integers(1, 3),
+       height=st.just(16), width=st.sampled_from([16, 32]), steps=st.integers(1, 2),
        guidance=st.sampled_from([1.0, 2.5, 5.0]), seed=st.integers(0, 2**31 - 1),
        scale=st.floats(0.0, 2.0, allow_subnormal=False), refs=st.integers(0, 2), masked=st.booleans())
 def test_vace_parity_property(vace, inputs, tmp_path_factory, words, frames, height, width, steps, guidance, seed,
                               scale, refs, masked):
+    # No more reference images than latent frames: diffusers' prepare_masks pads the mask with
+    # mask[:, :refs], one frame short when a 1-frame clip has 2 references, and fails (a limit of the
+    # reference, not of the model: test_more_references_than_frames renders that case).
+    refs = min(refs, (frames - 1) // 4 + 1)
     root = tmp_path_factory.mktemp("prop")
     video = write_clip(root / "v.mp4", smooth_clip(seed % 97, frames, height, width))
     mask = write_clip(root / "m.mp4", mask_clip(frames, height, width)) if masked else None
@@ -121,6 +124,20 @@ def test_vace_parity_property(vace, inputs, tmp_path_factory, words, frames, hei
     if "engine" not in _pipes:
         _pipes["engine"] = Engine.load(spec)
     compare(_pipes["engine"], vace["one"], spec)
+
+
+def test_more_references_than_frames(vace, inputs):
+    """Two references before a 1-frame clip: three latent frames for the model, one frame of video out, and
+    the references steer it (diffusers' pipeline cannot render this case, so no parity here)."""
+    clip = write_clip(inputs["video"].parent / "one.mp4", smooth_clip(4, 1, 16, 16))
+    spec = RenderSpec(prompt="a cat", model=str(vace["one"]), video=str(clip), steps=1, guidance=1.0, seed=2,
+                      max_sequence_length=16, reference_images=(str(inputs["ref0"]), str(inputs["ref1"])))
+    engine = Engine.load(spec)
+    result = engine.render(spec)
+    assert tuple(result.frames_float.shape) == (1, 16, 16, 3)
+    assert result.record["sampling"]["reference_images"] == 2
+    one_ref = engine.render(spec.replace(reference_images=(str(inputs["ref0"]),))).frames_float
+    assert (result.frames_float - one_ref).abs().max() > 10 * TOL
 
 
 def test_cli_renders_from_clips_and_rerenders_from_the_record(vace, inputs, tmp_path):
@@ -161,12 +178,16 @@ def test_rerender_refuses_a_changed_clip(vace, inputs, tmp_path):
 
 @pytest.fixture(scope="module")
 def unloadable(vace, tmp_path_factory):
-    """The tiny VACE model with its transformer weights broken: any refusal it gives came before loading."""
+    """The tiny VACE model with transformer weights of the wrong shapes: the files are whole (so the checks
+    before loading pass them), but loading fails, so any refusal it gives came before loading."""
     import shutil
+
+    from safetensors.torch import load_file, save_file
 
     folder = tmp_path_factory.mktemp("broken") / "vace"
     shutil.copytree(vace["one"], folder)
-    (folder / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"not weights")
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    save_file({k: torch.zeros(3, 3) for k in load_file(weights)}, weights)
     return folder
 
 

@@ -90,3 +90,33 @@ def save_tiny_wan(folder: Path, **kwargs) -> Path:
         return save_components(folder, "WanPipeline", parts, boundary_ratio=None, expand_timesteps=False)
     WanPipeline(**parts).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def without_weights(folder: Path, into: Path, **transformer_config) -> Path:
+    """A copy of a model folder with no weight files (and its transformer config changed as given): whatever a
+    render of it refuses was refused before loading, since loading it fails."""
+    import json
+    import shutil
+
+    shutil.copytree(folder, into, ignore=shutil.ignore_patterns("*.safetensors"))
+    if transformer_config:
+        cfg = into / "transformer" / "config.json"
+        cfg.write_text(json.dumps({**json.loads(cfg.read_text()), **transformer_config}))
+    return into
+
+
+def assert_refused_before_loading(folder: Path, tmp_path: Path, geometry: list[str], flags: list[str],
+                                  expected: str) -> None:
+    """`videogen generate` on a weightless copy of `folder` with `flags` exits 2 with `expected` on stderr and
+    writes nothing; without `flags` the same command gets as far as loading (and fails there)."""
+    from cli_helpers import run_cli
+
+    bare = without_weights(folder, tmp_path / "bare-model")
+    out = tmp_path / "x.mp4"
+    args = ["generate", "a red cat runs on the beach", "-m", str(bare), *geometry, "-q", "-o", str(out)]
+    refused = run_cli(*args, *flags)
+    assert refused.code == 2, refused.err
+    assert expected in refused.err and "Traceback" not in refused.err, refused.err
+    assert not out.exists()
+    loads = run_cli(*args)
+    assert loads.code != 0 and expected not in loads.err

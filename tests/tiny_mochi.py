@@ -8,7 +8,7 @@ import torch
 from tiny import word_tokenizer
 
 
-def tiny_mochi_components(seed: int = 0) -> dict:
+def tiny_mochi_components(seed: int = 0, scaling_factor: float = 1.0) -> dict:
     from diffusers import AutoencoderKLMochi, FlowMatchEulerDiscreteScheduler, MochiTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
@@ -23,17 +23,19 @@ def tiny_mochi_components(seed: int = 0) -> dict:
         activation_fn="swiglu", max_sequence_length=16)
     # the decoder's group norms take 32 groups, hence 32 channels
     vae = AutoencoderKLMochi(latent_channels=12, out_channels=3, encoder_block_out_channels=(32, 32, 32, 32),
-                             decoder_block_out_channels=(32, 32, 32, 32), layers_per_block=(1, 1, 1, 1, 1))
+                             decoder_block_out_channels=(32, 32, 32, 32), layers_per_block=(1, 1, 1, 1, 1),
+                             scaling_factor=scaling_factor)
     # Mochi's own scheduler config: its transformer counts time the other way round (invert_sigmas).
     scheduler = FlowMatchEulerDiscreteScheduler(invert_sigmas=True)
     return {"transformer": transformer.eval(), "vae": vae.eval(), "scheduler": scheduler,
             "text_encoder": text_encoder.eval(), "tokenizer": tokenizer}
 
 
-def save_tiny_mochi(folder: Path) -> Path:
+def save_tiny_mochi(folder: Path, scaling_factor: float = 1.0) -> Path:
+    """`scaling_factor`: Mochi 1's VAE has 1.0; another value shows whether decoding divides by it."""
     from diffusers import MochiPipeline
 
     # zeroing the empty negative prompt, as genmo's code does, so the tests exercise that path
-    MochiPipeline(**tiny_mochi_components(), force_zeros_for_empty_prompt=True).save_pretrained(
+    MochiPipeline(**tiny_mochi_components(scaling_factor=scaling_factor), force_zeros_for_empty_prompt=True).save_pretrained(
         folder, safe_serialization=True)
     return folder

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from videogen.engine import Engine, ModelInfo, Progress
+    from videogen.sampling import StepCallback
 
 log = logging.getLogger("videogen")
 
@@ -49,7 +50,7 @@ def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun
 
     model_from = spec.extras.get("where", {}).get("model", "--model")
     try:
-        info = inspect_model(spec.model)
+        info = inspect_model(spec.model, spec.revision, spec.variant)
     except UserError as e:
         raise UserError(str(e) if model_from.startswith("--") else f"{model_from}: {e}") from None
     spec = resolve_spec(spec, info)  # sizes, frames and images checked before any weight is read
@@ -90,10 +91,11 @@ def compare_with_record(info: ModelInfo, rerun: Rerun, allow_different_model: bo
 
 
 def render_and_write(engine: Engine, spec: RenderSpec, output: Path, overwrite: bool,
-                     progress: Progress | None = None) -> Result:
+                     progress: Progress | None = None, on_step: StepCallback | None = None) -> Result:
+    """`on_step(i, total, latents, x0)`: sees each step's x0 estimate (videogen.preview, videogen.trace)."""
     from videogen.video import write_video
 
-    result = engine.render(spec, progress)
+    result = engine.render(spec, progress, on_step)
     if progress:
         progress("write", 0, 1)
     record = dict(result.record)

@@ -21,7 +21,7 @@ from videogen import loading
 from videogen.errors import RenderError, UserError
 from videogen.families import Family, family_for
 from videogen.families.base import Geometry
-from videogen.sampling import sample
+from videogen.sampling import StepCallback, sample
 from videogen.spec import ENGINE_FIELDS, RenderSpec, where
 
 log = logging.getLogger("videogen")
@@ -42,8 +42,8 @@ class ModelInfo:
     geometry: Geometry
 
 
-def inspect_model(ref: str) -> ModelInfo:
-    source = loading.resolve_model(ref)
+def inspect_model(ref: str, revision: str | None = None, variant: str | None = None) -> ModelInfo:
+    source = loading.resolve_model(ref, revision, variant)
     index = loading.read_model_index(source.path)
     family = family_for(index, str(source.path))
     return ModelInfo(source, index, family, family.geometry(source.path, index))
@@ -128,12 +128,8 @@ def relabel(message: str, spec: RenderSpec) -> str:
 
 def _check_resolved(spec: RenderSpec, info: ModelInfo) -> None:
     check_images(spec, info)
+    info.family.check_fields(info.index, spec)  # set fields this family does not take, refused by name
     info.family.check_spec(info.source.path, info.index, spec)  # what only the model's configs tell
-    if spec.true_guidance is not None and not info.family.takes_true_guidance:
-        raise UserError(f"--true-guidance is for guidance-distilled models (HunyuanVideo); "
-                        f"this {info.family.name} model's classifier-free guidance is --guidance")
-    if spec.dynamic_guidance and not info.family.takes_dynamic_guidance:
-        raise UserError(f"dynamic_guidance is CogVideoX's guidance ramp; this {info.family.name} model does not take it")
     from videogen.schedulers import scheduler_names
 
     if spec.scheduler is not None and spec.scheduler not in scheduler_names():
@@ -172,7 +168,7 @@ def check_images(spec: RenderSpec, info: ModelInfo) -> None:
         raise UserError(f"this {family.name} model is image-to-video: give the first frame with --image")
     if spec.image is not None and not takes_image:
         raise UserError(f"this {family.name} model is text-to-video only and cannot take --image")
-    # A family that may hold first-last-frame models (Wan I2V) checks the model itself at render time.
+    # A family that may hold first-last-frame models checks the model itself (its check_spec).
     if spec.last_image is not None and task != "flf2v" and "flf2v" not in family.tasks:
         raise UserError(f"this {family.name} model cannot take --last-image")
     for flag, value in (("--image", spec.image), ("--last-image", spec.last_image)):
@@ -208,13 +204,13 @@ class Engine:
     @classmethod
     def load(cls, spec: RenderSpec, progress: Progress | None = None) -> Engine:
         start = time.perf_counter()
-        info = inspect_model(spec.model)
+        info = inspect_model(spec.model, spec.revision, spec.variant)
         device = resolve_device(spec.device)
         dtype = resolve_dtype(spec.dtype, device)
         from videogen import options
 
         try:  # refuse impossible engine options before reading any weight, naming where they came from
-            options.check(spec, device)
+            options.check(spec, device, info.family.block_count(info.source.path))
         except UserError as e:
             raise UserError(relabel(str(e), spec)) from None
         if progress:
@@ -248,7 +244,10 @@ class Engine:
         return resolve_spec(spec, self.info)
 
     @torch.no_grad()
-    def render(self, spec: RenderSpec, progress: Progress | None = None) -> RenderResult:
+    def render(self, spec: RenderSpec, progress: Progress | None = None,
+               on_step: StepCallback | None = None) -> RenderResult:
+        """One render. `on_step(step_index, total, latents, x0)` is called after every sampler step, with the
+        step's clean-video estimate x0 as model-space latents [B,C,F,h,w] (see the family's `format`)."""
         spec = self.resolve(spec)
         timings: dict[str, float] = {"load": round(self.load_seconds, 4)}
         loras = lora_infos(spec, self.info)
@@ -283,8 +282,7 @@ class Engine:
         if progress:
             progress("denoise", 0, total)
         with opts.cached(spec) if opts is not None else contextlib.nullcontext():
-            latents = stage("denoise", lambda: run(plan, (lambda i, n, _x: progress("denoise", i + 1, n))
-                                                  if progress else None))
+            latents = stage("denoise", lambda: run(plan, self.step_callback(progress, on_step)))
         if not torch.isfinite(latents).all():
             raise RenderError("the sampler produced NaN or infinite values (try --dtype float32 or bfloat16)")
         if progress:
@@ -294,6 +292,9 @@ class Engine:
             progress("decode", 1, 1)
         timings["per_step"] = round(timings["denoise"] / max(total, 1), 4)
         record = self.record(spec, plan.info, timings)
+        record["prompt_truncated"] = cond.info.get("prompt_truncated")
+        if "negative_prompt_truncated" in cond.info:
+            record["negative_prompt_truncated"] = cond.info["negative_prompt_truncated"]
         if loras:
             from videogen import lora
 
@@ -301,6 +302,19 @@ class Engine:
         if opts is not None:
             record["engine_options"] = opts.record(spec, frames, reference)
         return RenderResult(frames=_to_uint8(frames), frames_float=frames, spec=spec, record=record)
+
+    @staticmethod
+    def step_callback(progress: Progress | None, on_step: StepCallback | None) -> StepCallback | None:
+        if progress is None and on_step is None:
+            return None
+
+        def each(i: int, n: int, latents: torch.Tensor, x0: torch.Tensor | None) -> None:
+            if on_step is not None:
+                on_step(i, n, latents, x0)
+            if progress is not None:
+                progress("denoise", i + 1, n)
+
+        return each
 
     def record(self, spec: RenderSpec, plan_info: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
         from videogen import clips
@@ -316,7 +330,9 @@ class Engine:
             "inputs": clips.describe(spec),
             "dtype": str(self.model.dtype).removeprefix("torch."), "device": str(device),
             "versions": versions(), "timings": timings,
-            "spec": spec.replace(device=str(device), dtype=str(self.model.dtype).removeprefix("torch.")).to_dict(),
+            # A Hub model's commit, not the branch that named it: --from renders the same files.
+            "spec": spec.replace(device=str(device), dtype=str(self.model.dtype).removeprefix("torch."),
+                                 revision=self.info.source.revision or spec.revision).to_dict(),
         }
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from videogen.errors import UserError
+from videogen.modelfiles import PICKLE_SUFFIXES, VARIANTS, Selection, check_folder, components
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 ALLOWED_LIBRARIES = ("diffusers", "transformers")
-# Files a render needs from a Hub snapshot: never pickle weights.
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
 FULL_HASH_LIMIT = 256 * 2**20
+# The weights variant each resolved folder's components load (set by resolve_model, read by load_component):
+# families call load_component with a folder path only, and the variant is a property of that resolution.
+_VARIANTS: dict[Path, dict[str, str | None]] = {}
 
 
 @dataclass(frozen=True)
@@ -26,66 +27,89 @@ class ModelSource:
     ref: str  # what the user asked for
     path: Path
     hub_id: str | None
-    revision: str | None  # Hub commit, when from the Hub
+    revision: str | None  # Hub commit, when from the Hub (or a Hub cache snapshot given as a folder)
     fingerprint: str  # sha256 of the files (or of configs and weight headers for large models)
+    variant: str | None = None  # weights variant (fp16, bf16) loaded, asked for or the folder's only one
 
     def record(self) -> dict[str, Any]:
         return {"ref": self.ref, "path": str(self.path), "hub_id": self.hub_id,
-                "revision": self.revision, "fingerprint": self.fingerprint}
+                "revision": self.revision, "variant": self.variant, "fingerprint": self.fingerprint}
 
 
 def builtin_model_path() -> Path:
     return Path(__file__).resolve().parent / "mini" / "model"
 
 
-def resolve_model(ref: str) -> ModelSource:
-    """A local folder, the built-in model, or a Hub id (through the local Hub cache)."""
+def resolve_model(ref: str, revision: str | None = None, variant: str | None = None) -> ModelSource:
+    """A local folder, the built-in model, or a Hub id (through the local Hub cache), checked complete."""
+    if variant is not None and variant not in VARIANTS:
+        raise UserError(f"--variant {variant}: unknown weights variant; use one of {', '.join(VARIANTS)}")
     if ref.startswith("builtin:"):
         path = builtin_model_path()
         if not (path / "model_index.json").is_file():
             raise UserError(f"the built-in model is missing from this install ({path}); run `make mini-model`")
-        return _local(ref, path)
+        return _local(ref, path, variant, revision)
     path = Path(ref).expanduser()
     if path.exists() or ref.startswith((".", "/", "~")) or not HUB_ID.match(ref):
         if not path.exists():
             raise UserError(f"model folder not found: {ref}")
         if not path.is_dir():
             raise UserError(f"not a model folder (diffusers format is a folder with model_index.json): {ref}")
-        return _local(ref, path)
-    return _from_hub(ref)
+        return _local(ref, path, variant, revision)
+    return _from_hub(ref, revision, variant)
 
 
-def _local(ref: str, path: Path) -> ModelSource:
+def _local(ref: str, path: Path, variant: str | None, revision: str | None) -> ModelSource:
+    from videogen import hub
+
     path = path.resolve()
-    check_model_folder(path)
-    return ModelSource(ref=ref, path=path, hub_id=None, revision=None, fingerprint=fingerprint(path))
+    repo_id = hub.repo_folder_identity(path)
+    if repo_id is not None and not (path / "model_index.json").exists():
+        raise UserError(f"{path} is a Hugging Face cache folder, not a model: use -m {repo_id} "
+                        f"or one of its snapshots ({path / 'snapshots'}/<commit>)")
+    identity = hub.snapshot_identity(path)
+    if revision is not None and identity is None:
+        raise UserError(f"--revision {revision}: only a Hub id has revisions; {ref} is a local folder")
+    if identity is not None and revision is not None and revision != identity[1]:
+        raise UserError(f"--revision {revision}: {ref} is the snapshot of commit {identity[1]}")
+    fix = hub.download_hint(identity[0]) if identity else "re-save or re-download the model"
+    sel = check_model_folder(path, variant, fix)
+    return _source(ref, path, identity[0] if identity else None, identity[1] if identity else None, sel)
 
 
-def _from_hub(repo_id: str) -> ModelSource:
-    import huggingface_hub
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+def _source(ref: str, path: Path, hub_id: str | None, revision: str | None, sel: Selection) -> ModelSource:
+    import logging
 
-    offline = huggingface_hub.constants.HF_HUB_OFFLINE
-    try:
-        folder = huggingface_hub.snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=offline)
-    except RepositoryNotFoundError:
-        raise UserError(f"no model '{repo_id}' on the Hugging Face Hub (or it is private: run `hf auth login`)") from None
-    except LocalEntryNotFoundError:
-        cache = huggingface_hub.constants.HF_HUB_CACHE
-        how = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
-        raise UserError(
-            f"model '{repo_id}' is not in the Hugging Face cache ({cache}) and {how}; "
-            f"fetch it first with `hf download {repo_id}` on a machine with network"
-        ) from None
-    except (HfHubHTTPError, OSError) as e:
-        raise UserError(f"cannot fetch '{repo_id}' from the Hugging Face Hub: {str(e).splitlines()[0]}") from None
-    path = Path(folder)
-    check_model_folder(path)
-    return ModelSource(ref=repo_id, path=path, hub_id=repo_id, revision=path.name, fingerprint=fingerprint(path))
+    for note in sel.notes:
+        logging.getLogger("videogen").warning(note)
+    variants = _VARIANTS[path] = sel.variants
+    used = sorted({v for v in variants.values() if v is not None})
+    return ModelSource(ref=ref, path=path, hub_id=hub_id, revision=revision, fingerprint=fingerprint(path),
+                       variant=",".join(used) or None)
+
+
+def _from_hub(repo_id: str, revision: str | None, variant: str | None) -> ModelSource:
+    from videogen import hub
+    from videogen.errors import RenderError
+
+    if hub.offline():
+        path, commit = hub.cached_snapshot(repo_id, revision)
+    else:
+        try:
+            path, commit, _sel = hub.download(repo_id, revision, variant, announce=False)
+        except RenderError as e:  # no network: a cached copy still renders
+            try:
+                path, commit = hub.cached_snapshot(repo_id, revision)
+            except UserError:
+                raise e from None
+    sel = check_model_folder(path, variant, hub.download_hint(repo_id, revision, variant))
+    return _source(repo_id, path, repo_id, commit, sel)
 
 
 def read_model_index(path: Path) -> dict[str, Any]:
     index = path / "model_index.json"
+    if index.is_symlink() and not index.exists():
+        raise UserError(f"{index}: a link to a missing blob ({index.readlink()})")
     if not index.is_file():
         raise UserError(f"not a diffusers model folder (no model_index.json): {path}")
     try:
@@ -97,21 +121,8 @@ def read_model_index(path: Path) -> dict[str, Any]:
     return data
 
 
-def components(index: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """Component name -> (library, class name), for the components that are present."""
-    out = {}
-    for name, value in index.items():
-        if name.startswith("_") or not isinstance(value, list) or len(value) != 2:
-            continue
-        library, cls = value
-        if library is None or cls is None:
-            continue
-        out[name] = (str(library), str(cls))
-    return out
-
-
-def check_model_folder(path: Path) -> None:
-    """Refuse folders that are not diffusers models and weights that are only stored as pickles."""
+def check_model_folder(path: Path, variant: str | None = None, fix: str = "") -> Selection:
+    """Refuse folders that are not diffusers models, custom code, pickle-only weights, and missing or cut files."""
     index = read_model_index(path)
     for name, (library, _cls) in components(index).items():
         if library not in ALLOWED_LIBRARIES:
@@ -119,17 +130,7 @@ def check_model_folder(path: Path) -> None:
                 f"{path}: component '{name}' comes from '{library}', which is custom code; "
                 f"videogen runs no remote code (only {', '.join(ALLOWED_LIBRARIES)} classes)"
             )
-        sub = path / name
-        if not sub.is_dir():
-            raise UserError(f"{path}: component folder '{name}' is missing")
-        files = [p for p in sub.iterdir() if p.is_file()]
-        pickles = [p.name for p in files if p.suffix in PICKLE_SUFFIXES]
-        has_safetensors = any(p.suffix == ".safetensors" for p in files)
-        if pickles and not has_safetensors:
-            raise UserError(
-                f"{path}: component '{name}' has weights only in pickle format ({', '.join(sorted(pickles))}); "
-                "videogen loads only .safetensors weights"
-            )
+    return check_folder(path, index, variant, fix)
 
 
 def fingerprint(path: Path) -> str:
@@ -151,7 +152,8 @@ def fingerprint(path: Path) -> str:
     return ("sha256:" if full else "sha256-headers:") + h.hexdigest()[:32]
 
 
-def load_component(path: Path, name: str, library: str, cls_name: str, dtype: Any = None) -> Any:
+def load_component(path: Path, name: str, library: str, cls_name: str, dtype: Any = None,
+                   variant: str | None = None) -> Any:
     """Load one component with its library's own loader; safetensors only, no remote code."""
     import diffusers
     import transformers
@@ -168,6 +170,9 @@ def load_component(path: Path, name: str, library: str, cls_name: str, dtype: An
     if "Scheduler" in cls_name:
         return cls.from_pretrained(sub)
     kwargs: dict[str, Any] = {"use_safetensors": True}
+    variant = variant or _VARIANTS.get(path, {}).get(name)
+    if variant is not None:
+        kwargs["variant"] = variant
     if dtype is not None:
         kwargs["torch_dtype"] = dtype
     if library == "transformers":

@@ -1,4 +1,4 @@
-"""Engine options (offload, VAE tiling, compile, attention backend, step cache, fp8 weights).
+"""Engine options (offload, VAE tiling, compile, attention backend, fp8 weights; the step cache is step_cache.py).
 
 Each option is applied to the loaded modules with diffusers' own hooks and model methods, never as a branch in
 the sampling loop. Everything that can be refused is checked before any module is touched, so a bad combination
@@ -8,17 +8,21 @@ fails in one line instead of half-configuring a model.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from videogen import step_cache
 from videogen.errors import UserError
-from videogen.families.base import Family
 from videogen.spec import RenderSpec
+from videogen.step_cache import Options, psnr
+
+if TYPE_CHECKING:
+    from videogen.families.base import Family
+
+__all__ = ["Options", "apply", "check", "psnr"]
 
 log = logging.getLogger("videogen")
 
@@ -27,10 +31,6 @@ CPU_ATTENTION = {"native", "_native_math", "flex"}
 ATTENTION_ALIASES = {"sdpa": "native", "math": "_native_math"}
 # torch.compile backend; a test swaps in "eager" (graph capture without code generation) to stay fast.
 COMPILE_BACKEND = "inductor"
-# Caches whose one knob is a threshold; the others take their diffusers defaults.
-THRESHOLDS = {"fbc": 0.05, "mag": 0.06}
-# TaylorSeer predicts the outputs of these modules (the attention layers of every repeated block).
-TAYLOR_MODULES = r"(blocks|transformer_blocks|single_transformer_blocks|temporal_transformer_blocks)\.\d+\.attn\d*"
 # Modules that are moved by the offload hooks, in the order a render uses them.
 OFFLOAD_ORDER = ("text_encoder", "image_encoder", "transformer", "transformer_2", "vae")
 
@@ -41,18 +41,89 @@ def attention_backends() -> list[str]:
     return [b.value for b in AttentionBackendName]
 
 
-def check(spec: RenderSpec, device: torch.device) -> None:
-    """Refuse what this machine or this combination cannot do: one line each, before any weight moves."""
+@dataclass(frozen=True)
+class Option:
+    """One engine option: the spec fields it reads, a check before loading, and `apply` to the loaded modules,
+    which returns what the run record says of it (an empty dict when the option is off)."""
+
+    fields: tuple[str, ...]
+    check: Callable[[RenderSpec, torch.device], None]
+    apply: Callable[[Family, dict[str, torch.nn.Module], RenderSpec, torch.device], dict[str, Any]]
+
+
+def _check_offload(spec: RenderSpec, device: torch.device) -> None:
     if spec.offload != "none" and device.type != "cuda":
         where = "this machine has no CUDA GPU" if not torch.cuda.is_available() else "add --device cuda"
         raise UserError(f"--offload {spec.offload} moves weights between the CPU and a CUDA GPU; {where} "
                         "(use --offload none)")
-    if spec.cache_threshold is not None and spec.cache not in THRESHOLDS:
-        raise UserError(f"--cache-threshold applies to --cache {' and '.join(THRESHOLDS)}, not --cache {spec.cache}")
-    if spec.cache_drift and spec.cache == "none":
-        raise UserError("--cache-drift measures a step cache against the uncached render: add --cache")
+
+
+def _apply_quantize(model: Family, modules: dict[str, torch.nn.Module], spec: RenderSpec,
+                    _device: torch.device) -> dict[str, Any]:
+    if spec.quantize != "fp8":
+        return {}
+    quantize_fp8(modules, model.dtype)
+    return {"quantize": "fp8 (e4m3) weight storage, layerwise upcast to " + str(model.dtype).removeprefix("torch.")}
+
+
+def _apply_placement(_model: Family, modules: dict[str, torch.nn.Module], spec: RenderSpec,
+                     device: torch.device) -> dict[str, Any]:
+    if spec.offload != "none":
+        return {"offload": offload(modules, spec.offload, device)}
+    for module in modules.values():
+        module.to(device)
+    return {}
+
+
+def _apply_tiling(_model: Family, modules: dict[str, torch.nn.Module], spec: RenderSpec,
+                  _device: torch.device) -> dict[str, Any]:
+    if not spec.vae_tiling or "vae" not in modules:
+        return {}
+    vae = modules["vae"]
+    if not hasattr(vae, "enable_tiling"):
+        raise UserError(f"--vae-tiling: this model's VAE ({type(vae).__name__}) cannot decode in tiles")
+    vae.enable_tiling()
+    return {"vae_tiling": True}
+
+
+def _check_attention(spec: RenderSpec, device: torch.device) -> None:
     if spec.attention is not None:
         attention_backend(spec.attention, device)
+
+
+def _apply_attention(_model: Family, modules: dict[str, torch.nn.Module], spec: RenderSpec,
+                     device: torch.device) -> dict[str, Any]:
+    if spec.attention is None:
+        return {}
+    return {"attention": set_attention(modules, attention_backend(spec.attention, device))}
+
+
+def _apply_compile(_model: Family, modules: dict[str, torch.nn.Module], spec: RenderSpec,
+                   _device: torch.device) -> dict[str, Any]:
+    return {"compile": compile_blocks(modules)} if spec.compile else {}
+
+
+def _nothing(*_args: Any) -> dict[str, Any]:
+    return {}
+
+
+# In the order they are applied: weights are cast before they move, hooks set after the move.
+OPTIONS: tuple[Option, ...] = (
+    Option(("quantize",), _nothing, _apply_quantize),
+    Option(("offload", "device"), _check_offload, _apply_placement),
+    Option(("vae_tiling",), _nothing, _apply_tiling),
+    Option(("attention",), _check_attention, _apply_attention),
+    Option(("compile",), _nothing, _apply_compile),
+)
+
+
+def check(spec: RenderSpec, device: torch.device, blocks: int | None = None) -> None:
+    """Refuse what this machine or this combination cannot do: one line each, before any weight moves.
+
+    `blocks`: how many repeated blocks the model's transformer has (from its config), for the step caches."""
+    for option in OPTIONS:
+        option.check(spec, device)
+    step_cache.check(spec, blocks)
 
 
 def attention_backend(name: str, device: torch.device) -> str:
@@ -77,30 +148,16 @@ def attention_backend(name: str, device: torch.device) -> str:
 
 
 def apply(model: Family, spec: RenderSpec, device: torch.device) -> Options:
-    """Configure a freshly loaded model for `spec`'s engine options; returns what renders need from them."""
+    """Configure a freshly loaded model for `spec`'s engine options; returns the step cache, which renders switch
+    on and off, with what every option recorded."""
     check(spec, device)
     modules = model.modules()
     applied: dict[str, Any] = {}
-    if spec.quantize == "fp8":
-        quantize_fp8(modules, model.dtype)
-        applied["quantize"] = "fp8 (e4m3) weight storage, layerwise upcast to " + str(model.dtype).removeprefix("torch.")
-    if spec.offload == "none":
-        for module in modules.values():
-            module.to(device)
-    else:
-        applied["offload"] = offload(modules, spec.offload, device)
-    if spec.vae_tiling and "vae" in modules:
-        vae = modules["vae"]
-        if not hasattr(vae, "enable_tiling"):
-            raise UserError(f"--vae-tiling: this model's VAE ({type(vae).__name__}) cannot decode in tiles")
-        vae.enable_tiling()
-        applied["vae_tiling"] = True
-    if spec.attention is not None:
-        applied["attention"] = set_attention(modules, attention_backend(spec.attention, device))
-    if spec.compile:
-        applied["compile"] = compile_blocks(modules)
+    for option in OPTIONS:
+        applied.update(option.apply(model, modules, spec, device))
     return Options(transformers=[m for k, m in modules.items() if k.startswith("transformer")],
-                   cache=spec.cache, threshold=spec.cache_threshold, dtype=model.dtype, applied=applied)
+                   blocks=model.block_attributes, cache=spec.cache, threshold=spec.cache_threshold,
+                   dtype=model.dtype, applied=applied)
 
 
 # --- placement -----------------------------------------------------------------------------------------------
@@ -237,222 +294,3 @@ def compile_blocks(modules: dict[str, torch.nn.Module]) -> str:
     return f"{COMPILE_BACKEND}: repeated blocks of {', '.join(done)}"
 
 
-# --- step caches -----------------------------------------------------------------------------------------------
-
-
-def _calibration_hook() -> type:
-    """MagCache's calibration (mean ratio of the blocks' residual norms between consecutive steps), per context.
-
-    diffusers' own calibration mode prints its ratios on stdout and forgets them; this keeps them.
-    """
-    from diffusers.hooks import ModelHook
-    from diffusers.hooks.hooks import BaseState, StateManager
-
-    class Ratios(BaseState):
-        def __init__(self) -> None:
-            self.previous: torch.Tensor | None = None
-            self.ratios: list[float] = []
-
-        def reset(self) -> None:
-            self.previous, self.ratios = None, []
-
-    class Calibrate(ModelHook):
-        _is_stateful = True
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.state_manager = StateManager(Ratios)
-            self.head_input: torch.Tensor | None = None
-
-        def new_forward(self, module, *args, **kwargs):
-            # Registered on the transformer: read the first and last block through forward hooks of its own.
-            return self.fn_ref.original_forward(*args, **kwargs)
-
-        def reset_state(self, module):
-            self.state_manager.reset()
-            return module
-
-        def record(self, residual: torch.Tensor) -> None:
-            if self.state_manager._context is None:
-                return
-            state = self.state_manager.get_state()
-            norm = torch.linalg.norm(residual.float(), dim=-1)
-            state.ratios.append(1.0 if state.previous is None else (norm / (state.previous + 1e-8)).mean().item())
-            state.previous = norm
-
-        def ratios(self) -> list[float]:
-            states = self.state_manager._state_cache
-            state = states.get("cond") or next(iter(states.values()), None)
-            return list(state.ratios) if state is not None else []
-
-    return Calibrate
-
-
-@dataclass
-class Options:
-    """What the engine options did to a model, and the step cache, switched on per render."""
-
-    transformers: list[torch.nn.Module]
-    cache: str
-    threshold: float | None
-    dtype: torch.dtype
-    applied: dict[str, Any] = field(default_factory=dict)
-    _timestep: list[float] = field(default_factory=lambda: [1000.0])
-    _enabled_for: int | None = None  # steps the cache hooks were configured for
-    _mag_ratios: dict[int, list[float]] = field(default_factory=dict)
-
-    def needs_reference(self, spec: RenderSpec) -> bool:
-        """Whether this render also runs without the cache: asked (--cache-drift) or MagCache not yet calibrated."""
-        if self.cache == "none":
-            return False
-        return spec.cache_drift or (self.cache == "mag" and spec.steps not in self._mag_ratios)
-
-    @contextmanager
-    def uncached(self, spec: RenderSpec) -> Iterator[None]:
-        """The reference render: no cache; it also calibrates MagCache for this step count."""
-        self._disable()
-        calibrate = self.cache == "mag" and spec.steps not in self._mag_ratios
-        hooks = [self._attach_calibration(t) for t in self.transformers] if calibrate else []
-        try:
-            yield
-        finally:
-            for t, (hook, handles) in zip(self.transformers, hooks, strict=False):
-                if t is self.transformers[0] and spec.steps is not None:
-                    self._mag_ratios[spec.steps] = hook.ratios()
-                for h in handles:
-                    h.remove()
-                from diffusers.hooks import HookRegistry
-
-                registry = HookRegistry.check_if_exists_or_initialize(t)
-                registry.remove_hook("videogen_mag_calibration", recurse=False)
-                registry.invalidate_child_registries_cache()
-
-    @contextmanager
-    def cached(self, spec: RenderSpec) -> Iterator[None]:
-        """The render itself, with the step cache on (hooks set up once per step count) and its state fresh."""
-        if self.cache != "none":
-            assert spec.steps is not None
-            if self._enabled_for != spec.steps:
-                self._disable()
-                for t in self.transformers:
-                    t.enable_cache(self._config(spec.steps))
-                self._enabled_for = spec.steps
-        self._reset()
-        try:
-            yield
-        finally:
-            self._reset()
-
-    def record(self, spec: RenderSpec, frames: torch.Tensor, reference: torch.Tensor | None) -> dict[str, Any]:
-        """The run record's `engine_options` entry: what was applied, and the cache's drift when measured."""
-        out: dict[str, Any] = dict(self.applied)
-        if self.cache != "none":
-            entry: dict[str, Any] = {"mode": self.cache, "config": self._describe(spec.steps or 0)}
-            if reference is not None:
-                db = psnr(frames, reference)
-                entry["drift_psnr_db"] = round(db, 3) if math.isfinite(db) else None  # None: identical frames
-                entry["drift_max_abs"] = round(float((frames - reference).abs().max()), 6)
-            else:
-                entry["drift_psnr_db"] = None
-                entry["drift"] = "not measured (add --cache-drift to render once more without the cache)"
-            out["cache"] = entry
-        return out
-
-    # internals
-
-    def _config(self, steps: int) -> Any:
-        from diffusers.hooks import (
-            FirstBlockCacheConfig,
-            MagCacheConfig,
-            PyramidAttentionBroadcastConfig,
-            TaylorSeerCacheConfig,
-        )
-
-        if self.cache == "fbc":
-            return FirstBlockCacheConfig(threshold=self._threshold())
-        if self.cache == "mag":
-            return MagCacheConfig(threshold=self._threshold(), num_inference_steps=steps,
-                                  mag_ratios=self._mag_ratios[steps])
-        if self.cache == "taylorseer":
-            # diffusers' default patterns ("^blocks.*attn", full match) miss "blocks.0.attn1": name the attention
-            # modules of the repeated blocks explicitly, so the cache does something on every family.
-            return TaylorSeerCacheConfig(taylor_factors_dtype=self.dtype, cache_identifiers=[TAYLOR_MODULES])
-        if self.cache == "pab":
-            self._probe_timesteps()
-            return PyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=2,
-                                                   current_timestep_callback=lambda: self._timestep[0])
-        raise AssertionError(self.cache)
-
-    def _describe(self, steps: int) -> dict[str, Any]:
-        if self.cache in THRESHOLDS:
-            return {"threshold": self._threshold()} | ({"calibrated_steps": steps} if self.cache == "mag" else {})
-        if self.cache == "taylorseer":
-            return {"cache_interval": 5, "disable_cache_before_step": 3, "max_order": 1, "modules": TAYLOR_MODULES}
-        return {"spatial_attention_block_skip_range": 2, "timestep_skip_range": [100, 800]}
-
-    def _threshold(self) -> float:
-        return self.threshold if self.threshold is not None else THRESHOLDS[self.cache]
-
-    def _disable(self) -> None:
-        for t in self.transformers:
-            if getattr(t, "is_cache_enabled", False):
-                t.disable_cache()
-        self._enabled_for = None
-
-    def _reset(self) -> None:
-        # Cache hooks keep residuals between calls: a new render must not start from the last one's.
-        for t in self.transformers:
-            if hasattr(t, "_reset_stateful_cache"):
-                t._reset_stateful_cache()
-
-    def _probe_timesteps(self) -> None:
-        """PAB asks "which timestep is this?" through a callback; a hook on the transformer's input answers it."""
-        from diffusers.hooks import HookRegistry, ModelHook
-
-        slot = self._timestep
-
-        class Probe(ModelHook):
-            def pre_forward(self, module, *args, **kwargs):
-                t = kwargs.get("timestep")
-                if isinstance(t, torch.Tensor):
-                    slot[0] = float(t.flatten()[0])
-                return args, kwargs
-
-        for t in self.transformers:
-            registry = HookRegistry.check_if_exists_or_initialize(t)
-            if registry.get_hook("videogen_timestep") is None:
-                registry.register_hook(Probe(), "videogen_timestep")
-
-    def _attach_calibration(self, transformer: torch.nn.Module) -> tuple[Any, list[Any]]:
-        from diffusers.hooks import HookRegistry
-
-        blocks = _blocks(transformer)
-        hook = _calibration_hook()()
-        registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        registry.register_hook(hook, "videogen_mag_calibration")
-
-        def head(_module, args, kwargs):
-            hook.head_input = kwargs.get("hidden_states", args[0] if args else None)
-
-        def tail(_module, _args, _kwargs, output):
-            out = output[0] if isinstance(output, tuple) else output
-            if hook.head_input is not None and out.shape == hook.head_input.shape:
-                hook.record(out - hook.head_input)
-
-        handles = [blocks[0].register_forward_pre_hook(head, with_kwargs=True),
-                   blocks[-1].register_forward_hook(tail, with_kwargs=True)]
-        return hook, handles
-
-
-def _blocks(transformer: torch.nn.Module) -> torch.nn.ModuleList:
-    for name in ("blocks", "transformer_blocks", "layers"):
-        blocks = getattr(transformer, name, None)
-        if isinstance(blocks, torch.nn.ModuleList) and len(blocks):
-            return blocks
-    raise UserError(f"--cache mag: cannot find the repeated blocks of {type(transformer).__name__}")
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of two frame stacks in [0, 1] (inf when identical)."""
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)

@@ -37,6 +37,8 @@ class RenderSpec:
     prompt: str
     model: str = _f(BUILTIN_MODEL, "Preset name, Hugging Face Hub id or local diffusers folder (default: the "
                     "built-in model).", kind=ENGINE)
+    revision: str | None = _f(None, "Branch, tag or commit of a Hub model (recorded as the commit).", kind=ENGINE)
+    variant: str | None = _f(None, "Weights variant: fp16 | bf16 (default: the model's own weights).", kind=ENGINE)
     negative_prompt: str | None = _f(help="What the video should not show.")
     frames: int | None = _f(help="Number of frames (Wan: 4k+1).", range=(1, 10_000))
     height: int | None = _f(help="Height in pixels.", range=(8, 8192))
@@ -68,10 +70,12 @@ class RenderSpec:
                                 "0.8).", range=(0.0, 1.0))
     fit: bool = _f(False, "Resample input clips to the render's frames and size instead of refusing them.")
     # LoRA and exact schedules (videogen/lora/). Their options are built by hand in videogen/cli/options.py.
-    sigmas: tuple[float, ...] | None = _f(help="Exact schedule: sigmas before the flow shift, handed to the "
-                                          "scheduler's set_timesteps(sigmas=...); they set the step count.")
+    # Handed to the scheduler's set_timesteps(sigmas=...).
+    sigmas: tuple[float, ...] | None = _f(help="Exact schedule: comma-separated sigmas before the --shift, e.g. "
+                                          "1,0.75,0.5,0.25 (sets --steps).")
     # Not an engine field: an engine switches LoRAs between renders without reloading the base weights.
-    loras: tuple[str, ...] = _f((), "LoRA files, each PATH[:WEIGHT][@high|@low|@both] (videogen/lora/refs.py).")
+    loras: tuple[str, ...] = _f((), "LoRA .safetensors file, repeatable: PATH, PATH:WEIGHT (default 1) or "
+                                "PATH:WEIGHT@EXPERT, EXPERT high, low or both (default; Wan 2.2 A14B's two experts).")
     # Engine options: they change speed and memory, and (for dtype, device, cache, quantize) the output.
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", kind=ENGINE)
     dtype: Dtype = _f("auto", "Weights and compute precision.", kind=ENGINE)

@@ -11,7 +11,7 @@ log = logging.getLogger("videogen")
 
 
 def prompt_clean(text: str) -> str:
-    """ftfy repair, HTML unescape (twice), whitespace collapsed: what diffusers' Wan pipelines do."""
+    """ftfy repair, HTML unescape (twice), whitespace collapsed: what some diffusers pipelines do to a prompt."""
     try:
         import ftfy
 

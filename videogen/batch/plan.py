@@ -68,14 +68,26 @@ class Item:
 
 
 def item_key(spec: RenderSpec) -> str:
-    """The item's identity: a hash of every field of its spec (prompt, settings, seed), not of its position."""
-    values = {name: getattr(spec, name) for name in _spec_fields()}  # spec.to_dict() without asdict's deep copy
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:20]
+    """The item's identity: a hash of its spec (prompt, settings, seed), not of its position. Fields left at
+    their default are not part of it, so that a field added to RenderSpec in a later version (at its default)
+    does not make every finished item of a folder look new."""
+    defaults = _spec_defaults()
+    values = {name: value for name in _spec_fields()
+              if (value := getattr(spec, name)) != defaults.get(name, _NO_DEFAULT)}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+_NO_DEFAULT = object()
 
 
 @functools.cache
 def _spec_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(RenderSpec) if f.name != "extras")
+
+
+@functools.cache
+def _spec_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(RenderSpec) if f.default is not dataclasses.MISSING}
 
 
 def with_values(spec: RenderSpec, **changes: Any) -> RenderSpec:
@@ -142,17 +154,18 @@ def check_items(items: list[Item]) -> None:
     names the file and line of the item (and the item's own field, where the value came from the line)."""
     from videogen.engine import inspect_model, resolve_spec
 
-    infos: dict[str, Any] = {}
+    infos: dict[tuple[Any, ...], Any] = {}
     checked: set[tuple[Any, ...]] = set()
     names = [name for name in _spec_fields() if name not in ("prompt", "seed")]
     for item in items:
         try:
-            if item.spec.model not in infos:
-                infos[item.spec.model] = inspect_model(item.spec.model)
+            model = (item.spec.model, item.spec.revision, item.spec.variant)
+            if model not in infos:
+                infos[model] = inspect_model(*model)
             # The checks depend on neither the prompt nor the seed: 10,000 prompts with one setting check once.
             shape = tuple(getattr(item.spec, name) for name in names)
             if shape not in checked:
-                resolve_spec(item.spec, infos[item.spec.model])
+                resolve_spec(item.spec, infos[model])
                 checked.add(shape)
         except UserError as e:
             raise UserError(cap(f"{item.where}: {e}")) from None

@@ -37,7 +37,8 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace files in t
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 
 # Options of `generate` that are not render fields (or that a batch has its own version of).
-NOT_RENDER = {"prompt", "preset", "output", "from_", "allow_different_model", "overwrite", "as_json", "quiet"}
+NOT_RENDER = {"prompt", "preset", "output", "from_", "allow_different_model", "overwrite", "as_json", "quiet",
+              "preview", "trace", "trace_fast"}  # watching the denoising: generate only, for now
 
 
 def batch_command(generate: Callable[..., Any]) -> Callable[..., None]:

@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from videogen.cli import options as o
-from videogen.cli.batch import batch_command
 
+from videogen.cli import doctor as doctor_cli
+from videogen.cli import download as download_cli
+from videogen.cli import options as o
+from videogen.cli import watch as w
+from videogen.cli.batch import batch_command
+from videogen.cli.plan import plan_command
 from videogen.errors import VideogenError
 
 app = typer.Typer(no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
@@ -40,7 +44,7 @@ app.add_typer(presets_app, name="presets")
 @app.command()
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="What the video shows.", show_default=False)] = None,
-    model: o.Model = None, preset: o.PresetOpt = None, negative_prompt: o.Negative = None,
+    model: o.Model = None, revision: o.Revision = None, variant: o.Variant = None, preset: o.PresetOpt = None, negative_prompt: o.Negative = None,
     frames: o.Frames = None, height: o.Height = None, width: o.Width = None, steps: o.Steps = None,
     guidance: o.Guidance = None, guidance_2: o.Guidance2 = None, true_guidance: o.TrueGuidance = None,
     seed: o.Seed = None, fps: o.Fps = None,
@@ -58,6 +62,7 @@ def generate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    preview: w.PreviewOpt = None, trace: w.TraceOpt = None, trace_fast: w.TraceFastOpt = False,
 ) -> None:
     """Render one video from a text prompt (`-` reads it from stdin). `-o -` writes a fragmented MP4 to stdout."""
     from videogen.cli.render import render_one
@@ -65,7 +70,7 @@ def generate(
     from videogen.video import STDOUT
 
     flags = o.flag_values(
-        model=model, negative_prompt=negative_prompt, frames=frames, height=height, width=width, steps=steps,
+        model=model, revision=revision, variant=variant, negative_prompt=negative_prompt, frames=frames, height=height, width=width, steps=steps,
         guidance=guidance, guidance_2=guidance_2, true_guidance=true_guidance, seed=seed, fps=fps, image=image,
         last_image=last_image,
         scheduler=scheduler, flow_shift=flow_shift, max_sequence_length=max_sequence_length, crf=crf,
@@ -90,7 +95,8 @@ def generate(
         rerun = read_rerun(from_)
     spec = o.merge(prompt, flags, preset, rerun)
     record = render_one(spec, output, overwrite=overwrite, quiet=quiet, rerun=rerun,
-                        allow_different_model=allow_different_model)
+                        allow_different_model=allow_different_model,
+                        watch=w.Watch(preview=preview, trace=trace, trace_fast=trace_fast))
     if output == STDOUT:
         return  # stdout carries only the video
     if as_json:
@@ -100,6 +106,9 @@ def generate(
 
 
 app.command("batch")(batch_command(generate))
+app.command("download")(download_cli.download)
+app.command("doctor")(doctor_cli.doctor)
+app.command("plan")(plan_command)
 
 
 @presets_app.callback(invoke_without_command=True)
@@ -132,8 +141,13 @@ def presets_show(name: Annotated[str, typer.Argument(help="Preset name or YAML p
 
 
 @app.command()
-def models() -> None:
+def models(card: Annotated[str | None, typer.Option("--card", help="Show a preset's model card: parameters per component, download size, disk needed.")] = None) -> None:
     """Supported model families, their tasks and the presets that use them."""
+    if card is not None:
+        from videogen.plan.cards import card_text
+
+        sys.stdout.write(card_text(card))
+        return
     from videogen.cli.listing import list_models
 
     list_models()

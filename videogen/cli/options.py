@@ -35,11 +35,11 @@ def option(name: str) -> Any:
     flag = "--" + name.replace("_", "-")
     kind: Any = _ENUMS.get(name) or (Path if name in _PATHS else plain)
     names = [f"{flag}/--no-{flag[2:]}" if plain is bool else flag, *([_SHORT[name]] if name in _SHORT else [])]
-    panel = E if (decl["kind"] == "engine" and name != "model") or name in ("cache_drift", "batch_cfg") else R
+    panel = E if (decl["kind"] == "engine" and name not in ("model", "revision", "variant")) or name in ("cache_drift", "batch_cfg") else R
     return Annotated[kind | None, typer.Option(*names, help=decl["help"], rich_help_panel=panel)]
 
 
-Model = option("model")
+Model, Revision, Variant = option("model"), option("revision"), option("variant")
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="Built-in preset name or path to a YAML preset.", rich_help_panel=R)]
 Negative, Frames, Height, Width = option("negative_prompt"), option("frames"), option("height"), option("width")
 Steps, Guidance, TrueGuidance, Guidance2 = option("steps"), option("guidance"), option("true_guidance"), option("guidance_2")
@@ -50,12 +50,12 @@ Compile, Attention, CacheOpt, CacheThreshold = option("compile"), option("attent
 CacheDrift, Quantize, BatchCfg = option("cache_drift"), option("quantize"), option("batch_cfg")
 # --- LoRA and exact schedules: list fields, so their options are built here by hand ---
 L = "LoRA and schedule"
-Lora = Annotated[list[str] | None, typer.Option("--lora", metavar="PATH:WEIGHT@EXPERT", help="LoRA .safetensors file, repeatable: PATH, PATH:WEIGHT (default 1) or PATH:WEIGHT@EXPERT, EXPERT high, low or both (default; Wan 2.2 A14B's two experts).", rich_help_panel=L)]
+Lora = Annotated[list[str] | None, typer.Option("--lora", metavar="PATH:WEIGHT@EXPERT", help=declarations()["loras"]["help"], rich_help_panel=L)]
+Sigmas = Annotated[str | None, typer.Option("--sigmas", metavar="LIST", help=declarations()["sigmas"]["help"], rich_help_panel=L)]
 # --- input clips (videogen/clips.py); --reference-image is a list field, so built here by hand ---
 Video, Mask = option("video"), option("mask")
 ConditioningScale, Strength, Fit = option("conditioning_scale"), option("strength"), option("fit")
 ReferenceImage = Annotated[list[Path] | None, typer.Option("--reference-image", help=declarations()["reference_images"]["help"], rich_help_panel=R)]
-Sigmas = Annotated[str | None, typer.Option("--sigmas", metavar="LIST", help="Exact schedule: comma-separated sigmas before the --shift, e.g. 1,0.75,0.5,0.25 (sets --steps).", rich_help_panel=L)]
 
 
 def parse_sigmas(text: str) -> list[float]:

@@ -5,19 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from videogen.cli.watch import Watch
 from videogen.settings import Rerun
 from videogen.spec import RenderSpec
 
 
 def render_one(spec: RenderSpec, output: Path | None, *, overwrite: bool, quiet: bool, rerun: Rerun | None = None,
-               allow_different_model: bool = False) -> dict[str, Any]:
+               allow_different_model: bool = False, watch: Watch | None = None) -> dict[str, Any]:
     """The run record, as written beside the output (`timings.write` and `output` included)."""
+    from videogen.cli import watch as w
+
+    watch = watch or w.Watch()
+    w.check_paths(watch, output, overwrite)  # --preview / --trace paths: refused before torch is imported
     from videogen.api import prepare, render_and_write
     from videogen.cli.progress import RenderProgress
 
-    spec, _info, output = prepare(spec, output, overwrite, rerun, allow_different_model)
+    spec, info, output = prepare(spec, output, overwrite, rerun, allow_different_model)
+    w.check(watch, info, output, overwrite)
     from videogen.engine import Engine  # torch: only once the output and settings passed their checks
 
     with RenderProgress(enabled=not quiet) as progress:
         engine = Engine.load(spec, progress)
-        return render_and_write(engine, spec, output, overwrite, progress).record
+        watchers = w.Watchers(watch, info, engine.model, spec, show_terminal=not quiet)
+        record = render_and_write(engine, spec, output, overwrite, progress,
+                                  on_step=watchers if watchers.active else None).record
+        if watchers.active:
+            record["watch"] = watchers.finish(overwrite)
+    if not quiet:
+        from videogen.cli.progress import stderr
+
+        stderr.print(w.summary(record), markup=False, highlight=False, soft_wrap=True)
+    return record

@@ -11,16 +11,12 @@ from typing import Any
 
 import torch
 
-from videogen import vae as vae_ops
-from videogen.errors import UserError
 from videogen.families.base import Defaults, Family, Geometry, read_config
 from videogen.images import load_fitted, to_tensor
-from videogen.sampling import Conditioning, Plan, StepInfo
-from videogen.schedulers import describe
+from videogen.sampling import X0, Conditioning, Plan, StepInfo
 from videogen.spec import RenderSpec
-from videogen.text import warn_unknown
+from videogen.vae import LatentFormat, vae_geometry
 
-MAX_TEXT_TOKENS = 226  # T5 length of the CogVideoX pipelines, equal to the transformer's max_text_seq_length
 IMAGE_OFFSET = 2.0  # the offset ("ofs") embedding value CogVideoXImageToVideoPipeline gives 1.5-I2V
 
 
@@ -55,117 +51,93 @@ def crop_region(grid: tuple[int, int], base_w: int, base_h: int) -> tuple[tuple[
 
 class CogVideoX(Family):
     name = "cogvideox"
+    title = "CogVideoX"
     pipelines = ("CogVideoXPipeline", "CogVideoXImageToVideoPipeline")
     tasks = ("t2v", "i2v")
-    takes_dynamic_guidance = True
     # The pipelines' defaults for 2b/5b (480x720 from the transformer's sample size, 49 frames) and the documented
     # 8 fps. 1.5 models (81 frames, 16 fps, 768x1360) get theirs from their presets.
     defaults = Defaults(frames=49, height=480, width=720, steps=50, guidance=6.0, fps=8)
+    # 16 channels at 4x8 strides in [B,F,C,H,W]; only the VAE's scaling factor (no published RGB factors).
+    latent = LatentFormat(channels=16, layout="BFCHW", temporal=4, spatial=8, stats="none")
+    max_text_tokens = 226  # T5 length of the CogVideoX pipelines, equal to the transformer's max_text_seq_length
+    accepts = frozenset({"dynamic_guidance"})
+    _fixed = ("CogVideoX samples with its own v-prediction scheduler (DDIM or DPM, from the model folder): "
+              "--scheduler and --flow-shift do not apply")
+    refusals = {"scheduler": _fixed, "flow_shift": _fixed}
+    # The VAE runs in the model's dtype, as in the CogVideoX pipelines: in float32 its 3-D decoder needs
+    # twice the memory, and the official settings are bfloat16 throughout.
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         super().__init__(path, index, device, dtype)
-        self.tokenizer = self.load("tokenizer")
-        self.text_encoder = self.load("text_encoder", dtype)
-        self.transformer = self.load("transformer", dtype)
-        # The VAE runs in the model's dtype, as in the CogVideoX pipelines: in float32 its 3-D decoder needs
-        # twice the memory, and the official settings are bfloat16 throughout.
-        self.vae = self.load("vae", dtype)
-        self.scheduler = self.load("scheduler")
-        self.temporal, self.spatial = self.vae_compression(dict(self.vae.config))
         self.i2v = self.task_of(index) == "i2v"
-        self._negative_cache: dict[tuple[str, int], torch.Tensor] = {}
-
-    @staticmethod
-    def vae_compression(config: dict[str, Any]) -> tuple[int, int]:
-        return int(config.get("temporal_compression_ratio", 4)), 2 ** (len(config["block_out_channels"]) - 1)
 
     @classmethod
     def geometry(cls, path: Path, index: dict[str, Any]) -> Geometry:
-        temporal, spatial = cls.vae_compression(read_config(path, "vae"))
+        geo = vae_geometry(read_config(path, "vae"))
         tr = read_config(path, "transformer")
-        multiple = spatial * tr.get("patch_size", 2)
+        multiple = geo.spatial * tr.get("patch_size", 2)
         # The VAE decodes latent frames in pairs: only an odd latent count, 2*temporal*k + 1 frames, comes back whole.
         learned = bool(tr.get("use_learned_positional_embeddings"))
         if learned or (tr.get("use_rotary_positional_embeddings") and tr.get("patch_size_t")):
-            return SizeLimited(2 * temporal, multiple, multiple, height=tr["sample_height"] * spatial,
-                               width=tr["sample_width"] * spatial, exact=learned)
-        return Geometry(2 * temporal, multiple, multiple)
+            return SizeLimited(2 * geo.temporal, multiple, multiple, height=tr["sample_height"] * geo.spatial,
+                               width=tr["sample_width"] * geo.spatial, exact=learned)
+        return Geometry(2 * geo.temporal, multiple, multiple)
 
     @classmethod
     def task_of(cls, index: dict[str, Any]) -> str:
         return "i2v" if index.get("_class_name") == "CogVideoXImageToVideoPipeline" else "t2v"
 
-    @classmethod
-    def check_spec(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> None:
-        if spec.scheduler is not None or spec.flow_shift is not None:
-            raise UserError("CogVideoX samples with its own v-prediction scheduler (DDIM or DPM, from the model "
-                            "folder): --scheduler and --flow-shift do not apply")
-        if spec.guidance_2 is not None:
-            raise UserError("--guidance-2 is for two-expert models (Wan 2.2 A14B) only; this CogVideoX model has one")
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"text_encoder": self.text_encoder, "transformer": self.transformer, "vae": self.vae}
-
     @torch.no_grad()
-    def embed(self, texts: list[str], length: int) -> torch.Tensor:
+    def embed(self, text: str, length: int) -> dict[str, torch.Tensor]:
         """T5 states of the padded prompt; no mask anywhere, as the CogVideoX pipelines run it."""
-        tok = self.tokenizer(texts, padding="max_length", max_length=length, truncation=True,
-                             add_special_tokens=True, return_tensors="pt")
-        device = next(self.text_encoder.parameters()).device
-        return self.text_encoder(tok.input_ids.to(device))[0].to(device=self.device, dtype=self.dtype)
+        ids = self.tokens(text, length).input_ids.to(self.device_of(self.text_encoder))
+        return {"encoder_hidden_states": self.text_encoder(ids)[0].to(device=self.device, dtype=self.dtype)}
 
-    def encode(self, spec: RenderSpec) -> tuple[Conditioning, Conditioning | None]:
-        length = spec.max_sequence_length or MAX_TEXT_TOKENS
-        warn_unknown(self.tokenizer, [spec.prompt])
-        cond = Conditioning("cond", {"encoder_hidden_states": self.embed([spec.prompt], length)})
-        if (spec.guidance or 1.0) <= 1.0:
-            return cond, None
-        key = (spec.negative_prompt or "", length)
-        if key not in self._negative_cache:  # the same negative prompt across a batch is encoded once
-            self._negative_cache = {key: self.embed([key[0]], length)}
-        return cond, Conditioning("uncond", {"encoder_hidden_states": self._negative_cache[key]})
-
-    def latent_frames(self, spec: RenderSpec) -> tuple[int, int]:
-        """(latent frames, frames padded in front): 1.5's temporal patch of 2 needs an even count."""
+    def padding(self, spec: RenderSpec) -> int:
+        """Latent frames padded in front: 1.5's temporal patch of 2 needs an even count."""
         assert spec.frames
-        frames = (spec.frames - 1) // self.temporal + 1
         pt = self.transformer.config.patch_size_t
-        pad = (-frames) % pt if pt else 0
-        return frames + pad, pad
+        return (-((spec.frames - 1) // self.format.temporal + 1)) % pt if pt else 0
+
+    def latent_shape(self, spec: RenderSpec) -> tuple[int, ...]:
+        b, f, *rest = super().latent_shape(spec)
+        return (b, f + self.padding(spec), *rest)
 
     def plan(self, spec: RenderSpec, cond: Conditioning, uncond: Conditioning | None) -> Plan:
-        assert spec.steps and spec.seed is not None and spec.height and spec.width
+        assert spec.steps
         scheduler = type(self.scheduler).from_config(self.scheduler.config)  # schedulers keep per-run state
         scheduler.set_timesteps(spec.steps, device=self.device)
-        frames, pad = self.latent_frames(spec)
-        config = self.transformer.config
-        channels = config.in_channels // 2 if self.i2v else config.in_channels
-        shape = (1, frames, channels, spec.height // self.spatial, spec.width // self.spatial)
-
-        # Seed N: one CPU generator, drawn as the pipelines draw it: image latent sample, noise, then DPM's steps.
-        generator = torch.Generator("cpu").manual_seed(spec.seed)
+        shape = self.latent_shape(spec)
+        # Seed N: drawn as the pipelines draw it: image latent sample, noise, then DPM's steps.
+        generator = self.generator(spec)
         image_latents = self.encode_image(spec, generator, shape) if self.i2v else None
-        noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
-        latents = noise * scheduler.init_noise_sigma
+        latents = self.noise(shape, generator) * scheduler.init_noise_sigma
 
-        rotary = self.rotary(spec, frames) if config.use_rotary_positional_embeddings else None
+        config = self.transformer.config
+        rotary = self.rotary(spec, shape[1]) if config.use_rotary_positional_embeddings else None
         ofs = None if config.ofs_embed_dim is None else latents.new_full((1,), IMAGE_OFFSET)
-        transformer = self.transformer
 
-        def predict(x: torch.Tensor, t: torch.Tensor, c: Conditioning, step: StepInfo) -> torch.Tensor:
+        def predict(x: torch.Tensor, t: torch.Tensor, c: Conditioning, _step: StepInfo) -> torch.Tensor:
             x = scheduler.scale_model_input(x, t)
             if image_latents is not None:  # the image rides along as extra channels
                 x = torch.cat([x, image_latents.expand(x.shape[0], -1, -1, -1, -1)], dim=2)
-            with transformer.cache_context(c.name, **step.cache_kwargs()):
-                out = transformer(hidden_states=x.to(self.dtype), timestep=t.expand(x.shape[0]), ofs=ofs,
-                                  image_rotary_emb=rotary, return_dict=False, **c.tensors)[0]
-            return out.float()
+            return self.transformer(hidden_states=x.to(self.dtype), timestep=t.expand(x.shape[0]), ofs=ofs,
+                                    image_rotary_emb=rotary, return_dict=False, **c.tensors)[0].float()
 
-        return Plan(latents=latents, scheduler=scheduler, timesteps=scheduler.timesteps, predict=predict,
-                    cond=cond, uncond=uncond, guidance=self.guidance(spec), batch_cfg=True,
-                    step=self.dpm_step(scheduler, generator),
-                    info={"scheduler": describe(scheduler), "dynamic_guidance": bool(spec.dynamic_guidance),
-                          "padded_latent_frames": pad, "image_offset": IMAGE_OFFSET if ofs is not None else None})
+        return self.make_plan(spec, scheduler, latents, predict, cond, uncond, guidance=self.guidance(spec),
+                              batch_cfg=True, step=self.dpm_step(scheduler, generator), x0=self.v_x0(scheduler),
+                              info={"dynamic_guidance": bool(spec.dynamic_guidance),
+                                    "padded_latent_frames": self.padding(spec),
+                                    "image_offset": IMAGE_OFFSET if ofs is not None else None})
+
+    @staticmethod
+    def v_x0(scheduler: Any) -> X0:
+        """v-prediction: x0 = sqrt(abar_t) * x_t - sqrt(1 - abar_t) * v."""
+        def x0(out: torch.Tensor, t: torch.Tensor, x: torch.Tensor, _i: int) -> torch.Tensor:
+            abar = scheduler.alphas_cumprod[int(t)].to(x.device, torch.float32)
+            return abar.sqrt() * x.float() - (1 - abar).sqrt() * out.float()
+
+        return x0
 
     @staticmethod
     def guidance(spec: RenderSpec) -> Callable[[torch.Tensor], float]:
@@ -199,7 +171,7 @@ class CogVideoX(Family):
         assert spec.height and spec.width
         c = self.transformer.config
         p, pt = c.patch_size, c.patch_size_t
-        grid = (spec.height // (self.spatial * p), spec.width // (self.spatial * p))
+        grid = (spec.height // (self.format.spatial * p), spec.width // (self.format.spatial * p))
         base_h, base_w = c.sample_height // p, c.sample_width // p
         if pt is None:
             return get_3d_rotary_pos_embed(embed_dim=c.attention_head_dim, crops_coords=crop_region(grid, base_w, base_h),
@@ -218,10 +190,5 @@ class CogVideoX(Family):
         z = 1 / factor * z if self.vae.config.get("invert_scale_latents") else factor * z
         return torch.cat([z, z.new_zeros((1, shape[1] - 1, *shape[2:]))], dim=1)
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
-        _, pad = self.latent_frames(spec)
-        z = latents[:, pad:].permute(0, 2, 1, 3, 4)  # drop the padding frames; [B,C,F,h,w] for the VAE
-        z = 1 / self.vae.config.scaling_factor * z
-        video = self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0]
-        return vae_ops.to_frames(video)[0]
+    def video_latents(self, latents: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
+        return latents[:, self.padding(spec):].permute(0, 2, 1, 3, 4)  # the padding frames dropped

@@ -15,12 +15,10 @@ from typing import Any
 
 import torch
 
-from videogen import vae as vae_ops
-from videogen.errors import UserError
-from videogen.families.base import Defaults, Family, Geometry, initial_noise, read_config
+from videogen.families.base import Defaults, Family, Geometry, read_config
 from videogen.sampling import Conditioning, Plan, StepInfo
-from videogen.schedulers import describe, make_scheduler
 from videogen.spec import RenderSpec
+from videogen.vae import LatentFormat, vae_geometry
 
 log = logging.getLogger("videogen")
 
@@ -36,7 +34,6 @@ PROMPT_TEMPLATE = (
     "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
 )
 CROP_START = 95
-LLAMA_TOKENS = 256  # prompt tokens after the crop (HunyuanVideoPipeline's max_sequence_length)
 SKIP_LAYERS = 2  # the Llama state used is hidden_states[-(SKIP_LAYERS + 1)]
 CLIP_TOKENS = 77
 SIZE_MULTIPLE = 16  # HunyuanVideoPipeline refuses other sizes
@@ -44,35 +41,34 @@ SIZE_MULTIPLE = 16  # HunyuanVideoPipeline refuses other sizes
 
 class Hunyuan(Family):
     name = "hunyuan"
+    title = "HunyuanVideo"
     pipelines = ("HunyuanVideoPipeline",)
     tasks = ("t2v",)
     # HunyuanVideoPipeline.__call__ defaults (guidance = embedded guidance); 15 fps as in diffusers' docs.
     defaults = Defaults(frames=129, height=720, width=1280, steps=50, guidance=6.0, fps=15)
-    takes_true_guidance = True
+    # 16 channels at 4x8 strides; only the VAE's scaling factor (0.476986), no per-channel statistics.
+    latent = LatentFormat(channels=16, layout="BCFHW", temporal=4, spatial=8, stats="none", rgb=("hunyuanvideo",))
+    max_text_tokens = 256  # prompt tokens after the crop (HunyuanVideoPipeline's max_sequence_length)
+    accepts = frozenset({"true_guidance", "scheduler", "flow_shift"})
+    schedulers = ("euler",)  # its flow-matching Euler scheduler only
+    block_attributes = ("transformer_blocks", "single_transformer_blocks")
+    block_count_keys = ("num_layers", "num_single_layers")
+    vae_float32 = True  # like Wan's: small next to the transformer, and it decodes more cleanly
+    extra_modules = ("text_encoder_2",)
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         super().__init__(path, index, device, dtype)
-        self.tokenizer = self.load("tokenizer")
-        self.text_encoder = self.load("text_encoder", dtype)
         self.tokenizer_2 = self.load("tokenizer_2")
         self.text_encoder_2 = self.load("text_encoder_2", dtype)
-        self.transformer = self.load("transformer", dtype)
-        # The VAE stays in float32 (like Wan's): it is small next to the transformer and decodes more cleanly.
-        self.vae = self.load("vae", torch.float32)
-        self.scheduler = self.load("scheduler")
-        self.temporal = int(self.vae.config.temporal_compression_ratio)
-        self.spatial = int(self.vae.config.spatial_compression_ratio)
 
     @classmethod
     def geometry(cls, path: Path, index: dict[str, Any]) -> Geometry:
-        vae, tr = read_config(path, "vae"), read_config(path, "transformer")
-        multiple = math.lcm(SIZE_MULTIPLE, int(vae.get("spatial_compression_ratio", 8)) * int(tr.get("patch_size", 2)))
-        return Geometry(int(vae.get("temporal_compression_ratio", 4)) * int(tr.get("patch_size_t", 1)),
-                        multiple, multiple)
+        geo, tr = vae_geometry(read_config(path, "vae")), read_config(path, "transformer")
+        multiple = math.lcm(SIZE_MULTIPLE, geo.spatial * int(tr.get("patch_size", 2)))
+        return Geometry(geo.temporal * int(tr.get("patch_size_t", 1)), multiple, multiple)
 
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"text_encoder": self.text_encoder, "text_encoder_2": self.text_encoder_2,
-                "transformer": self.transformer, "vae": self.vae}
+    def prompt_tokens(self, text: str) -> int:
+        return super().prompt_tokens(PROMPT_TEMPLATE.format(text)) - CROP_START
 
     @torch.no_grad()
     def embed(self, text: str, length: int) -> dict[str, torch.Tensor]:
@@ -95,43 +91,35 @@ class Hunyuan(Family):
         return {"encoder_hidden_states": states.to(self.text_encoder.dtype).to(**to),
                 "encoder_attention_mask": mask.to(**to), "pooled_projections": pooled.to(**to)}
 
-    def encode(self, spec: RenderSpec) -> tuple[Conditioning, Conditioning | None]:
-        length = spec.max_sequence_length or LLAMA_TOKENS
-        cond = Conditioning("cond", self.embed(spec.prompt, length))
+    def guided(self, spec: RenderSpec) -> bool:
         if (spec.true_guidance or 1.0) <= 1.0:
             if spec.negative_prompt:
                 log.warning("HunyuanVideo ignores the negative prompt unless --true-guidance is above 1")
-            return cond, None
-        return cond, Conditioning("uncond", self.embed(spec.negative_prompt or "", length))
+            return False
+        if not spec.negative_prompt:  # HunyuanVideoPipeline runs true CFG only against a given negative prompt
+            log.warning("--true-guidance needs a negative prompt (-n) to guide against; without one it is not applied")
+            return False
+        return True
 
-    def plan(self, spec: RenderSpec, cond: Conditioning, uncond: Conditioning | None) -> Plan:
-        assert spec.frames and spec.height and spec.width and spec.steps and spec.seed is not None
-        if spec.scheduler not in (None, "euler"):
-            raise UserError("HunyuanVideo samples with its flow-matching Euler scheduler only (--scheduler euler)")
+    def sigmas(self, spec: RenderSpec, scheduler: Any) -> Any:
         import numpy as np
 
-        scheduler = make_scheduler(self.scheduler, spec.scheduler, spec.flow_shift)
-        # sigmas 1 .. 1/N before the scheduler's shift, as HunyuanVideoPipeline sets them
-        scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, spec.steps + 1)[:-1], device=self.device)
-        s, t = self.spatial, self.temporal
-        shape = (1, self.transformer.config.in_channels, (spec.frames - 1) // t + 1, spec.height // s, spec.width // s)
-        transformer = self.transformer
+        assert spec.steps  # sigmas 1 .. 1/N before the scheduler's shift, as HunyuanVideoPipeline sets them
+        return np.linspace(1.0, 0.0, spec.steps + 1)[:-1]
+
+    def plan(self, spec: RenderSpec, cond: Conditioning, uncond: Conditioning | None) -> Plan:
+        scheduler = self.new_scheduler(spec)
         embedded = torch.tensor([float(spec.guidance or 0.0)], dtype=self.dtype, device=self.device) * 1000.0
 
-        def predict(x: torch.Tensor, t: torch.Tensor, c: Conditioning, step: StepInfo) -> torch.Tensor:
+        def predict(x: torch.Tensor, t: torch.Tensor, c: Conditioning, _step: StepInfo) -> torch.Tensor:
             n = x.shape[0]
-            with transformer.cache_context(c.name, **step.cache_kwargs()):
-                return transformer(hidden_states=x.to(self.dtype), timestep=t.expand(n).to(x.dtype),
-                                   guidance=embedded.expand(n), return_dict=False, **c.tensors)[0]
+            return self.transformer(hidden_states=x.to(self.dtype), timestep=t.expand(n).to(x.dtype),
+                                    guidance=embedded.expand(n), return_dict=False, **c.tensors)[0]
 
         # Latents stay float32 until the scheduler's first step returns them in the transformer's dtype.
         true_cfg = float(spec.true_guidance or 1.0)
-        return Plan(latents=initial_noise(shape, spec.seed, self.device), scheduler=scheduler,
-                    timesteps=scheduler.timesteps, predict=predict, cond=cond, uncond=uncond,
-                    guidance=lambda _t: true_cfg, batch_cfg=spec.batch_cfg,
-                    info={"scheduler": describe(scheduler), "embedded_guidance": float(spec.guidance or 0.0),
-                          "true_guidance": true_cfg if uncond is not None else None})
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
-        return vae_ops.to_frames(vae_ops.decode(self.vae, latents, per_frame=False))[0]
+        latents = self.noise(self.latent_shape(spec), self.generator(spec))
+        return self.make_plan(spec, scheduler, latents, predict, cond, uncond, guidance=lambda _t: true_cfg,
+                              batch_cfg=spec.batch_cfg,
+                              info={"embedded_guidance": float(spec.guidance or 0.0),
+                                    "true_guidance": true_cfg if uncond is not None else None})

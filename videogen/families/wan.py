@@ -13,14 +13,13 @@ from typing import Any
 import torch
 
 from videogen import images
-from videogen import vae as vae_ops
 from videogen.errors import UserError
-from videogen.families.base import Defaults, Family, Geometry, initial_noise, read_config
+from videogen.families.base import Defaults, Family, Geometry, read_config
 from videogen.loading import components
 from videogen.sampling import Conditioning, Plan, StepInfo
-from videogen.schedulers import describe, make_scheduler, set_timesteps
 from videogen.spec import RenderSpec
-from videogen.text import prompt_clean, warn_unknown
+from videogen.text import prompt_clean
+from videogen.vae import LatentFormat, vae_geometry
 
 # Wan's official negative prompt (Wan2.1 repository, shared config), used by the Wan presets.
 WAN_NEGATIVE_PROMPT = (
@@ -28,41 +27,44 @@ WAN_NEGATIVE_PROMPT = (
     "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
-MAX_TEXT_TOKENS = 512  # UMT5 length of WanPipeline
 # Wan 2.2 TI2V-5B's own settings (Wan2.2 repository, configs/wan_ti2v_5B.py): 1280x704, 121 frames at 24 fps.
 TI2V_DEFAULTS = Defaults(frames=121, height=704, width=1280, steps=50, guidance=5.0, fps=24)
 
 
+def two_experts(index: dict[str, Any]) -> bool:
+    return index.get("boundary_ratio") is not None and "transformer_2" in components(index)
+
+
 class Wan(Family):
     name = "wan"
+    title = "Wan"
     pipelines = ("WanPipeline",)
     tasks = ("t2v", "ti2v", "v2v")
     inputs = frozenset({"video", "strength"})  # video-to-video (WanVideoToVideoPipeline) on any Wan T2V model
-    takes_sigmas = True  # plan() hands --sigmas to the scheduler
+    takes_sigmas = True  # --sigmas reach the scheduler (Family.new_scheduler)
     # WanPipeline.__call__ defaults; Wan renders at 16 fps.
     defaults = Defaults(frames=81, height=480, width=832, steps=50, guidance=5.0, fps=16)
+    # Wan 2.1's VAE: 16 channels, 4x8 strides, mean/std in its config (Wan 2.2 TI2V: 48 channels, 4x16; the
+    # built-in model: 4 channels, 1x4); RGB factors for each.
+    # WanPipeline applies the statistics alone, whatever scaling_factor an image VAE's config carries.
+    latent = LatentFormat(channels=16, layout="BCFHW", temporal=4, spatial=8, stats="config", scaled=False,
+                          rgb=("wan2.1", "wan2.2", "builtin"))
+    max_text_tokens = 512  # UMT5 length of WanPipeline
+    block_attributes = ("blocks",)
+    vae_float32 = True  # Wan's decoder loses detail in half precision, and it is small
+    extra_modules = ("transformer_2",)
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         super().__init__(path, index, device, dtype)
-        comps = self.components
-        self.tokenizer = self.load("tokenizer")
-        self.text_encoder = self.load("text_encoder", dtype)
-        self.transformer = self.load("transformer", dtype)
         # Wan 2.2 A14B: the low-noise expert, used below boundary_ratio * num_train_timesteps.
-        self.transformer_2 = (self.load("transformer_2", dtype)
-                              if "transformer_2" in comps else None)
+        self.transformer_2 = self.load("transformer_2", dtype) if "transformer_2" in self.components else None
         self.boundary_ratio: float | None = index.get("boundary_ratio") if self.transformer_2 is not None else None
         # Wan 2.2 TI2V-5B: one timestep per token, so a clean first frame can sit at timestep 0.
         self.expand_timesteps = bool(index.get("expand_timesteps"))
-        # The VAE stays in float32: it is small, and Wan's decoder loses detail in half precision.
-        self.vae = self.load("vae", torch.float32)
-        self.scheduler = self.load("scheduler")
-        self.vae_geo = vae_ops.vae_geometry(dict(self.vae.config))
-        self._negative_cache: dict[tuple[str, int], torch.Tensor] = {}
 
     @classmethod
     def geometry(cls, path: Path, index: dict[str, Any]) -> Geometry:
-        geo = vae_ops.vae_geometry(read_config(path, "vae"))
+        geo = vae_geometry(read_config(path, "vae"))
         patch = read_config(path, "transformer").get("patch_size", [1, 2, 2])
         return Geometry(geo.temporal, geo.spatial * patch[1], geo.spatial * patch[2], latent_frames=patch[0])
 
@@ -75,10 +77,11 @@ class Wan(Family):
         return TI2V_DEFAULTS if index.get("expand_timesteps") else cls.defaults
 
     @classmethod
+    def accepts_for(cls, index: dict[str, Any]) -> frozenset[str]:
+        return cls.accepts | {"guidance_2"} if two_experts(index) else cls.accepts
+
+    @classmethod
     def check_spec(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> None:
-        if spec.guidance_2 is not None and (index.get("boundary_ratio") is None
-                                            or "transformer_2" not in components(index)):
-            raise UserError("--guidance-2 is for two-expert models (Wan 2.2 A14B) only; this model has one")
         if index.get("expand_timesteps") and spec.last_image is not None:
             raise UserError("this Wan 2.2 TI2V model takes a first frame (--image) but no --last-image")
         if "strength" in cls.inputs:
@@ -86,45 +89,30 @@ class Wan(Family):
 
             wan_v2v.check(index, spec)
 
-    def modules(self) -> dict[str, torch.nn.Module]:
-        mods = {"text_encoder": self.text_encoder, "transformer": self.transformer, "vae": self.vae}
-        if self.transformer_2 is not None:
-            mods["transformer_2"] = self.transformer_2
-        return mods
+    def text_length(self, spec: RenderSpec) -> int:
+        return spec.max_sequence_length or min(int(self.tokenizer.model_max_length), self.max_text_tokens)
 
-    def max_tokens(self, spec: RenderSpec) -> int:
-        return spec.max_sequence_length or min(int(self.tokenizer.model_max_length), MAX_TEXT_TOKENS)
+    def prompt_tokens(self, text: str) -> int:
+        return super().prompt_tokens(prompt_clean(text))
 
     @torch.no_grad()
-    def embed(self, texts: list[str], length: int) -> torch.Tensor:
-        """UMT5 states, zeroed past each prompt's real length (as WanPipeline cuts and re-pads them)."""
-        texts = [prompt_clean(t) for t in texts]
-        tok = self.tokenizer(texts, padding="max_length", max_length=length, truncation=True,
-                             add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
-        device = next(self.text_encoder.parameters()).device
+    def embed(self, text: str, length: int) -> dict[str, torch.Tensor]:
+        """UMT5 states, zeroed past the prompt's real length (as WanPipeline cuts and re-pads them)."""
+        tok = self.tokens(prompt_clean(text), length, return_attention_mask=True)
+        device = self.device_of(self.text_encoder)
         states = self.text_encoder(tok.input_ids.to(device), tok.attention_mask.to(device)).last_hidden_state
         keep = tok.attention_mask.gt(0).to(states.device).unsqueeze(-1)
-        return (states * keep).to(device=self.device, dtype=self.dtype)
+        return {"encoder_hidden_states": (states * keep).to(device=self.device, dtype=self.dtype)}
 
     def guidances(self, spec: RenderSpec) -> tuple[float, float]:
         """(high-noise, low-noise) guidance; the second is --guidance-2, defaulting to --guidance."""
         g = float(spec.guidance or 1.0)
         return g, g if spec.guidance_2 is None else float(spec.guidance_2)
 
-    def encode(self, spec: RenderSpec) -> tuple[Conditioning, Conditioning | None]:
-        length = self.max_tokens(spec)
-        warn_unknown(self.tokenizer, [prompt_clean(spec.prompt)])
-        image = self.image_conditioning(spec)  # the same image tensors go with the prompt and the negative
-        cond = Conditioning("cond", {"encoder_hidden_states": self.embed([spec.prompt], length), **image})
+    def guided(self, spec: RenderSpec) -> bool:
         # diffusers skips the negative pass unless --guidance > 1 even when --guidance-2 > 1; the official Wan 2.2
         # code guides each expert by its own scale, so either one above 1 needs the negative prompt here.
-        if max(self.guidances(spec)) <= 1.0:
-            return cond, None
-        negative = spec.negative_prompt or ""
-        key = (negative, length)
-        if key not in self._negative_cache:  # the same negative prompt across a batch is encoded once
-            self._negative_cache = {key: self.embed([negative], length)}
-        return cond, Conditioning("uncond", {"encoder_hidden_states": self._negative_cache[key], **image})
+        return max(self.guidances(spec)) > 1.0
 
     def image_conditioning(self, spec: RenderSpec) -> dict[str, torch.Tensor]:
         """TI2V: the first frame's latents (posterior mode), re-imposed on latent frame 0 at every step."""
@@ -134,20 +122,10 @@ class Wan(Family):
         frame = images.to_tensor(images.load_fitted(spec.image, spec.width, spec.height, "--image"))
         return {"first_frame": self.encode_video(frame.unsqueeze(2))}
 
-    @torch.no_grad()
-    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        """Pixels [B,3,F,H,W] in [-1,1] -> normalised latents (posterior mode, no random draw), float32."""
-        z = vae_ops.encode(self.vae, video.to(self.vae.device), self.vae_geo.per_frame, mode=True)
-        return z.to(self.device, torch.float32)
-
     def plan(self, spec: RenderSpec, cond: Conditioning, uncond: Conditioning | None) -> Plan:
-        assert spec.frames and spec.height and spec.width and spec.steps and spec.seed is not None
-        scheduler = make_scheduler(self.scheduler, spec.scheduler, spec.flow_shift)
-        set_timesteps(scheduler, spec.steps, spec.sigmas, self.device)
-        s, t = self.vae_geo.spatial, self.vae_geo.temporal
-        cfg = self.transformer.config
-        shape = (1, cfg.out_channels or cfg.in_channels, (spec.frames - 1) // t + 1, spec.height // s, spec.width // s)
-        timesteps, latents, begin, start_info = self.start(scheduler, initial_noise(shape, spec.seed, self.device), spec)
+        scheduler = self.new_scheduler(spec)
+        shape = self.latent_shape(spec)
+        timesteps, latents, skip, start_info = self.start(scheduler, self.noise(shape, self.generator(spec)), spec)
         high, low = self.guidances(spec)
         boundary = (None if self.boundary_ratio is None
                     else self.boundary_ratio * scheduler.config.num_train_timesteps)
@@ -162,20 +140,18 @@ class Wan(Family):
             mask = torch.ones((1, 1, *shape[2:]), dtype=torch.float32, device=self.device)
             if first is not None:
                 mask[:, :, 0] = 0
-        patch = cfg.patch_size
+        patch = self.transformer.config.patch_size
 
-        def predict(x: torch.Tensor, t: torch.Tensor, c: Conditioning, step: StepInfo) -> torch.Tensor:
-            model = expert(t)[0]
+        def predict(x: torch.Tensor, t: torch.Tensor, c: Conditioning, _step: StepInfo) -> torch.Tensor:
             if "condition" in c.tensors:  # I2V: mask and image latents as extra input channels
                 x = torch.cat([x, c.tensors["condition"]], dim=1)
             if mask is None:
                 timestep = t.expand(x.shape[0])
             else:
                 timestep = (mask[0, 0, :, :: patch[1], :: patch[2]] * t).flatten().unsqueeze(0).expand(x.shape[0], -1)
-            with model.cache_context(c.name, **step.cache_kwargs()):
-                return model(hidden_states=x.to(self.dtype), timestep=timestep,
-                             encoder_hidden_states=c.tensors["encoder_hidden_states"],
-                             **self.network_inputs(c), return_dict=False)[0]
+            return expert(t)[0](hidden_states=x.to(self.dtype), timestep=timestep,
+                                encoder_hidden_states=c.tensors["encoder_hidden_states"],
+                                **self.network_inputs(c), return_dict=False)[0]
 
         after_step = None
         if mask is not None and first is not None:
@@ -185,20 +161,19 @@ class Wan(Family):
                 return (1 - mask) * first + mask * x
 
             latents = after_step(latents, -1)
-        info: dict[str, Any] = {"scheduler": describe(scheduler),
-                                "sigmas": [round(float(v), 6) for v in scheduler.sigmas], **start_info}
+        info: dict[str, Any] = {"sigmas": [round(float(v), 6) for v in scheduler.sigmas], **start_info}
         if boundary is not None:
             info.update(boundary_timestep=boundary, guidance_2=low)
         if mask is not None:
             info.update(per_token_timesteps=True, clean_first_frame=first is not None)
-        return Plan(latents=latents, scheduler=scheduler, timesteps=timesteps, predict=predict,
-                    cond=cond, uncond=uncond, guidance=lambda t: expert(t)[1], batch_cfg=spec.batch_cfg,
-                    after_step=after_step, begin_index=begin, info=info)
+        return self.make_plan(spec, scheduler, latents, predict, cond, uncond, network=lambda t: expert(t)[0],
+                              guidance=lambda t: expert(t)[1], batch_cfg=spec.batch_cfg, after_step=after_step,
+                              timesteps=timesteps, skip=skip, info=info)
 
     def start(self, scheduler: Any, noise: torch.Tensor, spec: RenderSpec
-              ) -> tuple[torch.Tensor, torch.Tensor, int | None, dict[str, Any]]:
-        """(timesteps, first latents, scheduler begin index, record facts): pure noise from the first step, or
-        for video-to-video the source clip re-noised to a later one."""
+              ) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
+        """(timesteps, first latents, schedule positions skipped, record facts): pure noise from the first step,
+        or for video-to-video the source clip re-noised to a later one."""
         if spec.video is None:
             return scheduler.timesteps, noise, 0, {}
         from videogen.families import wan_v2v
@@ -208,7 +183,3 @@ class Wan(Family):
     def network_inputs(self, c: Conditioning) -> dict[str, Any]:
         """The transformer's inputs besides latents, timestep and text (I2V: the CLIP image states)."""
         return {"encoder_hidden_states_image": c.tensors.get("encoder_hidden_states_image")}
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
-        return vae_ops.to_frames(vae_ops.decode(self.vae, latents, self.vae_geo.per_frame))[0]

@@ -25,11 +25,13 @@ class WanI2V(Wan):
     inputs = frozenset()
     # WanImageToVideoPipeline.__call__ defaults; Wan renders at 16 fps.
     defaults = Defaults(frames=81, height=480, width=832, steps=50, guidance=5.0, fps=16)
+    extra_modules = ("transformer_2", "image_encoder")
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         super().__init__(path, index, device, dtype)
         comps = self.components
-        self.image_encoder = self.image_processor = None
+        self.image_encoder: torch.nn.Module | None = None
+        self.image_processor: Any = None
         # Only Wan 2.1's transformers read CLIP features (`image_dim`); Wan 2.2 ships no image encoder.
         if self.transformer.config.image_dim is not None:
             if "image_encoder" not in comps or "image_processor" not in comps:
@@ -58,12 +60,6 @@ class WanI2V(Wan):
         if not flf2v and spec.last_image is not None:
             raise UserError("this Wan 2.1 image-to-video model takes no --last-image "
                             "(use a first-last-frame model such as wan2.1-flf2v-14b-720p)")
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        mods = super().modules()
-        if self.image_encoder is not None:
-            mods["image_encoder"] = self.image_encoder
-        return mods
 
     def image_conditioning(self, spec: RenderSpec) -> dict[str, torch.Tensor]:
         if self.expand_timesteps:  # a TI2V checkpoint saved as an I2V pipeline: Wan's clean-first-frame path

@@ -50,20 +50,20 @@ def to_video(frames: Any) -> torch.Tensor:
 
 
 def start(model: Wan, scheduler: Any, noise: torch.Tensor, spec: RenderSpec
-          ) -> tuple[torch.Tensor, torch.Tensor, int | None, dict[str, Any]]:
+          ) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
     """The tail of the schedule, and the source's latents (posterior mode) noised to its first timestep."""
     assert spec.steps
     strength = strength_of(spec)
     skip = spec.steps - steps_run(spec.steps, strength)
-    timesteps = scheduler.timesteps[skip * getattr(scheduler, "order", 1):]
+    skip *= getattr(scheduler, "order", 1)
+    timesteps = scheduler.timesteps[skip:]
     source = model.encode_video(to_video(clips.load_clip(spec, "video")))
     first = timesteps[:1]
     if hasattr(scheduler, "add_noise"):
         latents = scheduler.add_noise(source, noise, first)
     else:  # flow-matching Euler
         latents = scheduler.scale_noise(source, first, noise)
-    # begin index None: the scheduler finds its place from the first timestep, as diffusers' pipeline leaves it
-    return timesteps, latents, None, {"strength": strength, "steps_run": len(timesteps)}
+    return timesteps, latents, skip, {"strength": strength, "steps_run": len(timesteps)}
 
 
 class WanV2V(Wan):

@@ -34,7 +34,7 @@ class WanVACE(Wan):
         return "vace"
 
     def start(self, scheduler: Any, noise: torch.Tensor, spec: RenderSpec
-              ) -> tuple[torch.Tensor, torch.Tensor, int | None, dict[str, Any]]:
+              ) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
         return scheduler.timesteps, noise, 0, {}  # the clip steers every step; it is not a starting point
 
     def image_conditioning(self, spec: RenderSpec) -> dict[str, torch.Tensor]:
@@ -57,8 +57,8 @@ class WanVACE(Wan):
                          conditioning_scale=1.0 if spec.conditioning_scale is None else spec.conditioning_scale)
         return plan
 
-    def decode(self, latents: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
-        return super().decode(latents[:, :, len(spec.reference_images):], spec)
+    def video_latents(self, latents: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
+        return latents[:, :, len(spec.reference_images):]  # the reference frames are no part of the video
 
     @torch.no_grad()
     def control(self, spec: RenderSpec) -> torch.Tensor:

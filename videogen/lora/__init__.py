@@ -6,6 +6,7 @@ nothing is refused there); `LoraState` (merge.py) merges them into the loaded mo
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from videogen.lora.keys import Normalised, check_shapes, checkpoint_tensors, nor
 from videogen.lora.refs import TARGETS, LoraRef, parse_ref, sha256
 
 __all__ = ["LoraInfo", "LoraRef", "check_record", "parse_ref", "record", "resolve"]
+log = logging.getLogger("videogen")
 CACHE_SIZE = 8  # normalised LoRAs kept in memory: a batch that alternates a few LoRAs reads each file once
 
 
@@ -68,6 +70,9 @@ def inspect(ref: LoraRef, model_path: Path, components: list[str], family: str) 
             first = next(iter(raw), "(no keys)")
             raise UserError(f"LoRA {ref.path}: none of its {len(raw)} keys match this {family} model's modules "
                             f"(first key: {first}); a LoRA for another model?")
+        if norm.unmatched:  # e.g. text-encoder keys: only the denoiser takes LoRAs here
+            log.warning("LoRA %s: %d of its modules match nothing in this model and are left out (first: %s)",
+                        ref.path, len(norm.unmatched), norm.unmatched[0])
         while len(_CACHE) >= CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = norm

@@ -1,0 +1,292 @@
+"""Write videogen/presets/cards/<preset>.json: full-size component configs (with their sources), weights
+counted on the meta device, and the expected files with sizes (estimated from parameters x on-disk dtype).
+
+Run: PYTHONPATH=. python tools/make_cards.py   (no network; the configs below are transcribed from the sources
+named in each entry)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from videogen.plan.cards import CARDS_DIR, latent_geometry  # noqa: E402
+from videogen.plan.components import Component, weight_stats  # noqa: E402
+
+DIFF = "huggingface/diffusers scripts/"
+WAN_SRC = DIFF + "convert_wan_to_diffusers.py get_transformer_config"
+UMT5 = dict(library="transformers", cls="UMT5EncoderModel", repeat=["num_layers"], disk="bfloat16",
+            disk_src=DIFF + "convert_wan_to_diffusers.py loads google/umt5-xxl with torch_dtype=torch.bfloat16",
+            src="google/umt5-xxl config.json (the encoder convert_wan_to_diffusers.py takes)",
+            config=dict(model_type="umt5", d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24,
+                        vocab_size=256384, feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
+                        relative_attention_max_distance=128, layer_norm_epsilon=1e-6, tie_word_embeddings=False,
+                        dropout_rate=0.0))
+T5 = dict(library="transformers", cls="T5EncoderModel", repeat=["num_layers"],
+          src="google/t5-v1_1-xxl config.json (the encoder the LTX, CogVideoX and Mochi conversion scripts take)",
+          config=dict(model_type="t5", d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24,
+                      vocab_size=32128, feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
+                      relative_attention_max_distance=128, layer_norm_epsilon=1e-6, tie_word_embeddings=False,
+                      dropout_rate=0.0))
+CLIP_VISION = dict(library="transformers", cls="CLIPVisionModelWithProjection", repeat=["num_hidden_layers"],
+                   disk="bfloat16", disk_src=DIFF + "convert_wan_to_diffusers.py loads it with torch_dtype=bfloat16",
+                   src="laion/CLIP-ViT-H-14-laion2B-s32B-b79K vision config (convert_wan_to_diffusers.py)",
+                   config=dict(model_type="clip_vision_model", hidden_size=1280, intermediate_size=5120,
+                               num_hidden_layers=32, num_attention_heads=16, patch_size=14, image_size=224,
+                               projection_dim=1024, hidden_act="gelu", layer_norm_eps=1e-5))
+WAN_VAE = dict(library="diffusers", cls="AutoencoderKLWan", runs_in="float32", disk="float32",
+               disk_src=DIFF + "convert_wan_to_diffusers.py builds the VAE in float32",
+               src=DIFF + "convert_wan_to_diffusers.py convert_vae: AutoencoderKLWan() defaults",
+               config=dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                           temperal_downsample=[False, True, True]))
+WAN22_VAE = dict(WAN_VAE, src=DIFF + "convert_wan_to_diffusers.py vae22_diffusers_config",
+                 config=dict(base_dim=160, z_dim=48, is_residual=True, in_channels=12, out_channels=12,
+                             decoder_base_dim=256, scale_factor_temporal=4, scale_factor_spatial=16, patch_size=2,
+                             dim_mult=[1, 2, 4, 4], num_res_blocks=2, temperal_downsample=[False, True, True]))
+
+
+def wan_tr(model_type: str, **cfg: object) -> dict:
+    base = dict(added_kv_proj_dim=None, attention_head_dim=128, cross_attn_norm=True, eps=1e-6, freq_dim=256,
+                in_channels=16, out_channels=16, patch_size=[1, 2, 2], qk_norm="rms_norm_across_heads",
+                text_dim=4096)
+    base.update(cfg)
+    return dict(library="diffusers", cls="WanTransformer3DModel", repeat=["num_layers"], config=base,
+                src=f"{WAN_SRC} ('{model_type}')", disk="float32",
+                disk_src=DIFF + "convert_wan_to_diffusers.py --dtype default fp32")
+
+
+W14 = dict(ffn_dim=13824, num_attention_heads=40, num_layers=40)
+W14_I2V = dict(W14, image_dim=1280, added_kv_proj_dim=5120, in_channels=36)
+HUNYUAN_TR = dict(library="diffusers", cls="HunyuanVideoTransformer3DModel",
+                  repeat=["num_layers", "num_single_layers"], disk="bfloat16",
+                  disk_src=DIFF + "convert_hunyuan_video_to_diffusers.py --dtype default bf16",
+                  src=DIFF + "convert_hunyuan_video_to_diffusers.py TRANSFORMER_CONFIGS['HYVideo-T/2-cfgdistill']",
+                  config=dict(in_channels=16, out_channels=16, num_attention_heads=24, attention_head_dim=128,
+                              num_layers=20, num_single_layers=40, num_refiner_layers=2, mlp_ratio=4.0,
+                              patch_size=2, patch_size_t=1, qk_norm="rms_norm", guidance_embeds=True,
+                              text_embed_dim=4096, pooled_projection_dim=768, rope_theta=256.0,
+                              rope_axes_dim=[16, 56, 56]))
+LLAMA = dict(library="transformers", cls="LlamaModel", repeat=["num_hidden_layers"], disk="float16",
+             disk_src=DIFF + "convert_hunyuan_video_to_diffusers.py loads it with torch_dtype=torch.float16",
+             src="the text model of xtuner/llava-llama-3-8b-v1_1-transformers (LLaMA-3-8B config with a 128320 "
+                 "vocabulary), as HunyuanVideo's text encoder",
+             config=dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=128320,
+                         max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=500000.0,
+                         tie_word_embeddings=False))
+CLIP_L = dict(library="transformers", cls="CLIPTextModel", repeat=["num_hidden_layers"], disk="float16",
+              disk_src=DIFF + "convert_hunyuan_video_to_diffusers.py loads it with torch_dtype=torch.float16",
+              src="openai/clip-vit-large-patch14 text config (HunyuanVideo's text_encoder_2)",
+              config=dict(model_type="clip_text_model", hidden_size=768, intermediate_size=3072,
+                          num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77,
+                          vocab_size=49408, hidden_act="quick_gelu", projection_dim=768, layer_norm_eps=1e-5))
+HUNYUAN_VAE = dict(library="diffusers", cls="AutoencoderKLHunyuanVideo", runs_in="float32", disk="float32",
+                   disk_src="assumed: convert_hunyuan_video_to_diffusers.py builds the VAE in float32",
+                   src=DIFF + "convert_hunyuan_video_to_diffusers.py convert_vae: AutoencoderKLHunyuanVideo() "
+                             "defaults", config=dict(temporal_compression_ratio=4, spatial_compression_ratio=8))
+LTX_TR = dict(library="diffusers", cls="LTXVideoTransformer3DModel", repeat=["num_layers"], disk="float32",
+              disk_src=DIFF + "convert_ltx_to_diffusers.py --dtype default fp32",
+              src=DIFF + "convert_ltx_to_diffusers.py get_transformer_config (versions before 0.9.7)",
+              config=dict(in_channels=128, out_channels=128, patch_size=1, patch_size_t=1, num_attention_heads=32,
+                          attention_head_dim=64, cross_attention_dim=2048, num_layers=28,
+                          activation_fn="gelu-approximate", qk_norm="rms_norm_across_heads",
+                          norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=4096, attention_bias=True,
+                          attention_out_bias=True))
+LTX_COMMON = dict(in_channels=3, out_channels=3, latent_channels=128, decoder_block_out_channels=[256, 512, 1024],
+                  decoder_spatio_temporal_scaling=[True, True, True], upsample_residual=[True, True, True],
+                  upsample_factor=[2, 2, 2], timestep_conditioning=True, patch_size=4, patch_size_t=1,
+                  resnet_norm_eps=1e-6, scaling_factor=1.0, encoder_causal=True, decoder_causal=False)
+LTX091_VAE = dict(library="diffusers", cls="AutoencoderKLLTXVideo", disk="float32",
+                  disk_src=DIFF + "convert_ltx_to_diffusers.py --dtype default fp32",
+                  src=DIFF + "convert_ltx_to_diffusers.py get_vae_config('0.9.1')",
+                  config=dict(LTX_COMMON, block_out_channels=[128, 256, 512, 512],
+                              down_block_types=["LTXVideoDownBlock3D"] * 4, layers_per_block=[4, 3, 3, 3, 4],
+                              decoder_layers_per_block=[5, 6, 7, 8], spatio_temporal_scaling=[True, True, True, False],
+                              decoder_inject_noise=[True, True, True, False], downsample_type=["conv"] * 4))
+LTX095_VAE = dict(LTX091_VAE, src=DIFF + "convert_ltx_to_diffusers.py get_vae_config('0.9.5')",
+                  config=dict(LTX_COMMON, block_out_channels=[128, 256, 512, 1024, 2048],
+                              down_block_types=["LTXVideo095DownBlock3D"] * 4, layers_per_block=[4, 6, 6, 2, 2],
+                              decoder_layers_per_block=[5, 5, 5, 5], spatio_temporal_scaling=[True, True, True, True],
+                              decoder_inject_noise=[False, False, False, False],
+                              downsample_type=["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
+                              spatial_compression_ratio=32, temporal_compression_ratio=8))
+
+
+def cog_tr(version: str, layers: int, heads: int, rotary: bool, i2v: bool, disk: str) -> dict:
+    v15 = version == "1.5"
+    cfg = dict(num_layers=layers, num_attention_heads=heads, use_rotary_positional_embeddings=rotary,
+               in_channels=32 if i2v else 16, patch_size=2, patch_size_t=2 if v15 else None, patch_bias=not v15,
+               sample_height=300 if v15 else 60, sample_width=300 if v15 else 90, sample_frames=81 if v15 else 49,
+               ofs_embed_dim=512 if (i2v and v15) else None, use_learned_positional_embeddings=i2v and not v15)
+    return dict(library="diffusers", cls="CogVideoXTransformer3DModel", repeat=["num_layers"], config=cfg,
+                src=DIFF + f"convert_cogvideox_to_diffusers.py (--version {version}, --num_layers {layers}, "
+                           f"--num_attention_heads {heads}{', --use_rotary_positional_embeddings' if rotary else ''}"
+                           f"{', --i2v' if i2v else ''})",
+                disk=disk, disk_src=f"assumed: the {disk} the model card recommends for this model")
+
+
+def cog_vae(v15: bool) -> dict:
+    return dict(library="diffusers", cls="AutoencoderKLCogVideoX", disk="bfloat16",
+                disk_src="assumed: saved with the transformer's dtype",
+                src=DIFF + "convert_cogvideox_to_diffusers.py convert_vae: AutoencoderKLCogVideoX defaults",
+                config=dict(scaling_factor=0.7 if v15 else 1.15258426, invert_scale_latents=v15))
+
+
+MOCHI_TR = dict(library="diffusers", cls="MochiTransformer3DModel", repeat=["num_layers"], disk="float32",
+                disk_src="assumed: convert_mochi_to_diffusers.py keeps the loaded dtype without --dtype",
+                src=DIFF + "convert_mochi_to_diffusers.py: MochiTransformer3DModel() defaults", config={})
+MOCHI_VAE = dict(library="diffusers", cls="AutoencoderKLMochi", runs_in="float32", disk="float32",
+                 disk_src="assumed, as the transformer",
+                 src=DIFF + "convert_mochi_to_diffusers.py: AutoencoderKLMochi(latent_channels=12, out_channels=3)",
+                 config=dict(latent_channels=12, out_channels=3))
+
+T5_F32 = dict(T5, disk="float32", disk_src="assumed: the conversion scripts save google/t5-v1_1-xxl as loaded "
+                                            "(float32) unless --typecast_text_encoder")
+T5_BF16 = dict(T5, disk="bfloat16", disk_src="assumed: saved with the transformer's dtype")
+
+WAN_TOK = {"text_encoder": 512}
+PRESETS: dict[str, tuple[dict, dict, str]] = {
+    "wan2.1-t2v-1.3b": ({"text_encoder": UMT5, "transformer": wan_tr("Wan-T2V-1.3B", ffn_dim=8960,
+                         num_attention_heads=12, num_layers=30), "vae": WAN_VAE}, WAN_TOK, "cfg"),
+    "wan2.1-t2v-14b-480p": ({"text_encoder": UMT5, "transformer": wan_tr("Wan-T2V-14B", **W14), "vae": WAN_VAE},
+                            WAN_TOK, "cfg"),
+    "wan2.1-i2v-14b-480p": ({"text_encoder": UMT5, "image_encoder": CLIP_VISION,
+                             "transformer": wan_tr("Wan-I2V-14B-480p", **W14_I2V), "vae": WAN_VAE}, WAN_TOK, "cfg"),
+    "wan2.1-flf2v-14b-720p": ({"text_encoder": UMT5, "image_encoder": CLIP_VISION,
+                               "transformer": wan_tr("Wan-FLF2V-14B-720P", **W14_I2V, rope_max_seq_len=1024,
+                                                     pos_embed_seq_len=514), "vae": WAN_VAE}, WAN_TOK, "cfg"),
+    "wan2.2-t2v-a14b": ({"text_encoder": UMT5, "transformer": wan_tr("Wan2.2-T2V-A14B", **W14),
+                         "transformer_2": wan_tr("Wan2.2-T2V-A14B", **W14), "vae": WAN_VAE}, WAN_TOK, "cfg"),
+    "wan2.2-i2v-a14b": ({"text_encoder": UMT5, "transformer": wan_tr("Wan2.2-I2V-14B-720p", **W14, in_channels=36),
+                         "transformer_2": wan_tr("Wan2.2-I2V-14B-720p", **W14, in_channels=36), "vae": WAN_VAE},
+                        WAN_TOK, "cfg"),
+    "wan2.2-ti2v-5b": ({"text_encoder": UMT5, "transformer": wan_tr("Wan2.2-TI2V-5B", ffn_dim=14336,
+                        num_attention_heads=24, num_layers=30, in_channels=48, out_channels=48), "vae": WAN22_VAE},
+                       WAN_TOK, "cfg"),
+    "hunyuanvideo": ({"text_encoder": LLAMA, "text_encoder_2": CLIP_L, "transformer": HUNYUAN_TR,
+                      "vae": HUNYUAN_VAE}, {"text_encoder": 351, "text_encoder_2": 77}, "embedded"),
+    "ltx-video-0.9.1": ({"text_encoder": T5_F32, "transformer": LTX_TR, "vae": LTX091_VAE},
+                        {"text_encoder": 128}, "cfg"),
+    "ltx-video-0.9.5": ({"text_encoder": T5_F32, "transformer": LTX_TR, "vae": LTX095_VAE},
+                        {"text_encoder": 128}, "cfg"),
+    "cogvideox-2b": ({"text_encoder": T5_BF16, "transformer": cog_tr("1.0", 30, 30, False, False, "float16"),
+                      "vae": cog_vae(False)}, {"text_encoder": 226}, "cfg"),
+    "cogvideox-5b": ({"text_encoder": T5_BF16, "transformer": cog_tr("1.0", 42, 48, True, False, "bfloat16"),
+                      "vae": cog_vae(False)}, {"text_encoder": 226}, "cfg"),
+    "cogvideox-5b-i2v": ({"text_encoder": T5_BF16, "transformer": cog_tr("1.0", 42, 48, True, True, "bfloat16"),
+                          "vae": cog_vae(False)}, {"text_encoder": 226}, "cfg"),
+    "cogvideox1.5-5b": ({"text_encoder": T5_BF16, "transformer": cog_tr("1.5", 42, 48, True, False, "bfloat16"),
+                         "vae": cog_vae(True)}, {"text_encoder": 224}, "cfg"),
+    "cogvideox1.5-5b-i2v": ({"text_encoder": T5_BF16, "transformer": cog_tr("1.5", 42, 48, True, True, "bfloat16"),
+                             "vae": cog_vae(True)}, {"text_encoder": 224}, "cfg"),
+    "mochi-1-preview": ({"text_encoder": T5_F32, "transformer": MOCHI_TR, "vae": MOCHI_VAE},
+                        {"text_encoder": 256}, "cfg"),
+}
+# The same files as wan2.1-t2v-14b / i2v-14b-480p under another Hub id.
+PRESETS["wan2.1-t2v-14b-720p"] = PRESETS["wan2.1-t2v-14b-480p"]
+PRESETS["wan2.1-i2v-14b-720p"] = ({**PRESETS["wan2.1-i2v-14b-480p"][0],
+                                   "transformer": wan_tr("Wan-I2V-14B-720p", **W14_I2V)}, WAN_TOK, "cfg")
+# The lightx2v presets run their base model's files (the LoRA is the user's own file, not in the card).
+for _alias, _base in (("wan2.1-t2v-14b-lightx2v-4step", "wan2.1-t2v-14b-480p"),
+                      ("wan2.2-t2v-a14b-lightx2v-4step", "wan2.2-t2v-a14b"),
+                      ("wan2.2-i2v-a14b-lightx2v-4step", "wan2.2-i2v-a14b")):
+    PRESETS[_alias] = PRESETS[_base]
+# Mochi's VAE config does not state its compression: 6x in time, 8x in space (genmo's model card).
+# LTX's 0.9.1 VAE config leaves its ratios to the class (patch 4 x three 2x stages in space, 8x in time).
+LATENT = {"mochi-1-preview": {"channels": 12, "temporal": 6, "spatial": 8},
+          "ltx-video-0.9.1": {"channels": 128, "temporal": 8, "spatial": 32},
+          "ltx-video-0.9.5": {"channels": 128, "temporal": 8, "spatial": 32}}
+ONLY_IF_ARGS = set(PRESETS)  # with preset names as arguments, only those are rewritten
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def entry(name: str, d: dict) -> dict:
+    comp = Component(name, d["library"], d["cls"], d["config"], d.get("repeat", []), d.get("runs_in", "model"))
+    if d["library"] == "diffusers":  # the full config, defaults filled in as diffusers does
+        import torch
+
+        from videogen.plan.components import instantiate
+
+        with torch.device("meta"):
+            comp.config = {k: v for k, v in dict(instantiate(comp).config).items() if not k.startswith("_")}
+    stats = weight_stats(comp)
+    size = stats.parameters * BYTES[d["disk"]]
+    weights_file = "diffusion_pytorch_model*.safetensors" if d["library"] == "diffusers" else "model*.safetensors"
+    return {"library": d["library"], "class": d["cls"], "config": comp.config, "config_source": d["src"],
+            "repeat": comp.repeat, "runs_in": comp.runs_in, "weights": stats.__dict__,
+            "weights_source": "parameters counted by building the module from this config on the meta device",
+            "disk_dtype": d["disk"], "disk_dtype_source": d["disk_src"],
+            "files": [{"path": f"{name}/{weights_file}", "bytes": size, "estimated": True,
+                       "basis": f"{stats.parameters} parameters x {BYTES[d['disk']]} bytes ({d['disk']})"},
+                      {"path": f"{name}/config.json", "bytes": 2048, "estimated": True, "basis": "typical size"}]}
+
+
+def safetensors_dtypes(path: Path) -> set[str]:
+    """The dtypes stored in a safetensors file, from its JSON header (no tensor is read)."""
+    with path.open("rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    return {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+
+
+SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+
+
+def mini_card() -> dict:
+    """The built-in model's card, from its shipped folder: real file sizes and dtypes."""
+    from videogen.loading import builtin_model_path
+    from videogen.plan.cards import card_from_folder
+
+    folder = builtin_model_path()
+    data = card_from_folder(folder).data
+    files = [{"path": str(p.relative_to(folder)), "bytes": p.stat().st_size, "estimated": False}
+             for p in sorted(folder.rglob("*")) if p.is_file()]
+    for name, c in data["components"].items():
+        weights = sorted((folder / name).glob("*.safetensors"))
+        dtypes = {SAFETENSORS_DTYPES.get(t, t) for w in weights for t in safetensors_dtypes(w)}
+        c["config_source"] = f"videogen/mini/model/{name}/config.json"
+        c["weights_source"] = "parameters counted by building the module from this config on the meta device"
+        c["disk_dtype"] = ",".join(sorted(dtypes))
+        c["disk_dtype_source"] = "read from the safetensors headers"
+        c["files"] = [f for f in files if f["path"].startswith(f"{name}/")]
+    return {"preset": "mini", "repo": "builtin:mini", "family": "wan",
+            "note": "The built-in model ships with videogen: nothing to download; sizes are the files' own.",
+            **{k: v for k, v in data.items() if k not in ("repo",)}, "files": files,
+            "download_bytes": 0, "installed_bytes": sum(f["bytes"] for f in files), "download_estimated": False}
+
+
+def main() -> None:
+    import yaml
+
+    if not sys.argv[1:] or "mini" in sys.argv[1:]:
+        (CARDS_DIR / "mini.json").write_text(json.dumps(mini_card(), indent=1) + "\n", encoding="utf-8")
+
+    CARDS_DIR.mkdir(parents=True, exist_ok=True)
+    presets_dir = ROOT / "videogen" / "presets"
+    for preset, (comps, tokens, guidance) in sorted(PRESETS.items()):
+        if preset in ONLY_IF_ARGS and sys.argv[1:] and preset not in sys.argv[1:]:
+            continue
+        meta = yaml.safe_load((presets_dir / f"{preset}.yaml").read_text(encoding="utf-8"))
+        components = {n: entry(n, d) for n, d in comps.items()}
+        tok_files = [{"path": f"{n.replace('text_encoder', 'tokenizer')}/", "bytes": 20 * 2**20 if n == "text_encoder"
+                      else 2 * 2**20, "estimated": True, "basis": "typical tokenizer folder"} for n in tokens]
+        files = [f for c in components.values() for f in c["files"]] + tok_files + [
+            {"path": "model_index.json", "bytes": 1024, "estimated": True, "basis": "typical size"},
+            {"path": "scheduler/scheduler_config.json", "bytes": 1024, "estimated": True, "basis": "typical size"}]
+        card = {"preset": preset, "repo": meta["model"], "family": meta.get("family"),
+                "note": "Configs are the published full-size ones (sources per component). No file here was read "
+                        "from the Hub: every size is estimated from the parameter count and the on-disk dtype.",
+                "latent": LATENT.get(preset) or latent_geometry(components["vae"]["config"], components[
+                    next(n for n in components if n.startswith("transformer"))]["config"]),
+                "text_tokens": tokens, "guidance": guidance, "components": components, "files": files,
+                "download_bytes": sum(f["bytes"] for f in files), "download_estimated": True}
+        (CARDS_DIR / f"{preset}.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+        print(preset, round(card["download_bytes"] / 2**30, 1), "GiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Predicted memory of each render stage and each offload mode, from a model card (no weights, no GPU).
+
+Stages: the text encoders (one at a time), one denoising step (the guidance batch as configured) and the VAE
+decode (tiled or not). Activations are traced on fake tensors with one repeated block per block stack: in
+inference a block's intermediates are freed before the next block runs, so the activation peak of one block is
+that of all of them, while the weights are counted at full size from the card. Two blocks are traced, so that
+what one block hands to the next (UMT5's position bias, say) is counted too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from videogen.plan.cards import Card
+from videogen.plan.components import Component, WeightStats
+from videogen.plan.inputs import Shapes, decode_kwargs, denoiser_inputs, text_inputs
+from videogen.plan.trace import fake_mode, fake_module, peak_bytes
+
+GIB = 1024**3
+OFFLOAD_MODES = ("none", "model", "group", "sequential")  # fastest first
+
+
+@dataclass(frozen=True)
+class Settings:
+    frames: int
+    height: int
+    width: int
+    dtype: torch.dtype
+    guidance: float = 5.0
+    guidance_2: float | None = None
+    true_guidance: float | None = None
+    batch_cfg: bool = False
+    vae_tiling: bool = False
+    quantize: str = "none"
+    fps: int = 16
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["dtype"] = str(self.dtype).removeprefix("torch.")
+        return d
+
+
+def cfg_on(card: Card, s: Settings) -> bool:
+    """Whether each step needs a negative-prompt forward: embedded-guidance models only with true guidance."""
+    if card.data.get("guidance") == "embedded":
+        return (s.true_guidance or 1.0) > 1.0
+    return max(s.guidance or 1.0, s.guidance_2 or 0.0) > 1.0
+
+
+def _one_block(comp: Component) -> dict[str, Any]:
+    """Two of each repeated block: the second one's peak includes what the first leaves alive for it."""
+    return {k: min(2, int(comp.config[k])) for k in comp.repeat}
+
+
+def _element(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def weight_bytes(comp: Component, stats: WeightStats, s: Settings) -> dict[str, int]:
+    """Bytes of a component's weights: all, one leaf layer, the blocks-offload resident set."""
+    b = _element(comp.dtype(s.dtype))
+    total, leaf = stats.parameters * b, stats.largest_leaf * b
+    block_set = (stats.outside_blocks + 2 * stats.largest_block) * b  # current block + the one prefetched
+    if s.quantize == "fp8" and comp.name.startswith("transformer"):
+        # fp8 storage for the blocks' layers; layerwise casting upcasts one layer at a time for its forward
+        total = stats.outside_blocks * b + (stats.parameters - stats.outside_blocks) + leaf
+        block_set = stats.outside_blocks * b + 2 * stats.largest_block + leaf
+    return {"all": total, "leaf": leaf, "blocks": min(block_set, total)}
+
+
+def trace_text_encoder(comp: Component, tokens: int, s: Settings) -> int:
+    with fake_mode():
+        module = fake_module(comp, comp.dtype(s.dtype), _one_block(comp))
+        if "Vision" in comp.cls:
+            size = int(comp.config.get("image_size", 224))
+            return peak_bytes(lambda: module(pixel_values=torch.randn(1, 3, size, size, dtype=comp.dtype(s.dtype))))
+        return peak_bytes(lambda: module(**text_inputs(tokens)))
+
+
+def latent_shape(card: Card, s: Settings) -> tuple[int, int, int, int]:
+    lat = card.data["latent"]
+    return (lat["channels"], (s.frames - 1) // lat["temporal"] + 1, s.height // lat["spatial"],
+            s.width // lat["spatial"])
+
+
+def trace_denoise(card: Card, comp: Component, s: Settings) -> int:
+    """One step: fp32 latents, the forward(s) of the guidance batch, the guidance mix and the scheduler update."""
+    dtype = comp.dtype(s.dtype)
+    c, f, h, w = latent_shape(card, s)
+    tokens = max(card.data["text_tokens"].values(), default=512)
+    guided = cfg_on(card, s)
+    batch = 2 if guided and s.batch_cfg else 1
+    forwards = 2 if guided and not s.batch_cfg else 1
+    with fake_mode():
+        module = fake_module(comp, dtype, _one_block(comp))
+        shapes = Shapes(batch, c, f, h, w, tokens, s.fps)
+
+        def step() -> torch.Tensor:
+            latents = torch.randn(1, c, f, h, w)
+            outs = [module(**denoiser_inputs(comp.cls, comp.config, shapes, dtype))[0].float()
+                    for _ in range(forwards)]
+            pred = torch.cat(outs) if len(outs) > 1 else outs[0]
+            if guided:
+                cond, uncond = pred.chunk(2)
+                pred = uncond + (s.guidance or 1.0) * (cond - uncond)
+            return latents + 0.01 * pred.reshape(-1)[: latents.numel()].reshape(latents.shape)
+
+        return peak_bytes(step)
+
+
+# The decode is traced at two short lengths (latent frames) and extrapolated linearly: a video VAE decodes frame
+# by frame or as one tensor, so its memory is affine in the frame count while the trace cost grows with it.
+FEW_FRAMES = (3, 4)  # from 3 latent frames on, a causal VAE's frame cache is full
+
+
+def trace_decode(card: Card, comp: Component, s: Settings, tiled: bool) -> int:
+    """Peak of the VAE decode, or -1 for a tiled decode of a VAE that cannot tile.
+
+    Untiled: traced at two short lengths, extrapolated in frames. Tiled: the real tiling code traced on canvases
+    of 2x2 and 2x3 tile strides, extrapolated on the model P = A + C*frames*area (A: one tile's activations,
+    C: the buffers that hold the decoded tiles and video)."""
+    dtype = comp.dtype(s.dtype)
+    c, frames, h, w = latent_shape(card, s)
+    c = int(comp.config.get("latent_channels") or comp.config.get("z_dim") or c)
+    per_frame = comp.cls in ("AutoencoderKL", "AutoencoderTiny")
+    with fake_mode():
+        module = fake_module(comp, dtype, {})
+        if tiled:
+            if not hasattr(module, "enable_tiling"):
+                return -1
+            module.enable_tiling()
+        extra = decode_kwargs(comp.cls, comp.config)
+
+        def peak(f: int, hh: int, ww: int) -> int:
+            def decode() -> torch.Tensor:
+                z = torch.randn(f, c, hh, ww, dtype=dtype) if per_frame else torch.randn(1, c, f, hh, ww, dtype=dtype)
+                return module.decode(z, return_dict=False, **extra)[0]
+
+            return peak_bytes(decode)
+
+        a, b = FEW_FRAMES
+        if frames <= b:
+            a = b = frames
+        if not tiled:  # P = A + B*frames
+            p_a = peak(a, h, w)
+            slope = (peak(b, h, w) - p_a) / (b - a) if b != a else 0.0
+            return int(p_a + slope * (frames - a))
+        # tiled: P = A + C*frames*area, from two canvases of `a` frames
+        stride = int(getattr(module, "tile_sample_stride_height", 0) or 0) // card.data["latent"]["spatial"]
+        h1, w1 = (min(h, 2 * stride), min(w, 2 * stride)) if stride else (h, w)
+        w2 = min(w, 3 * stride) if stride else w
+        p1 = peak(a, h1, w1)
+        coef_c = (peak(a, h1, w2) - p1) / (a * h1 * (w2 - w1)) if w2 != w1 else 0.0
+        coef_a = p1 - coef_c * a * h1 * w1
+        if stride:  # decoded tiles overlap more on a larger canvas: scale the buffers by the overlap ratio
+            tile = int(getattr(module, "tile_sample_min_height", 0) or 0) // card.data["latent"]["spatial"]
+            coef_c *= _overlap(h, stride, tile) * _overlap(w, stride, tile) / (
+                _overlap(h1, stride, tile) * _overlap(w2, stride, tile))
+        return int(coef_a + coef_c * frames * h * w)
+
+
+def _overlap(length: int, stride: int, tile: int) -> float:
+    """Total extent of the tiles a tiled decode cuts along one side, over the side's length."""
+    return sum(min(tile, length - i) for i in range(0, length, stride)) / length if tile else 1.0
+
+
+def plan(card: Card, s: Settings) -> dict[str, Any]:
+    names = list(card.components)
+    comps = {n: card.component(n) for n in names}
+    weights = {n: weight_bytes(comps[n], card.stats(n), s) for n in names}
+    encoders = [n for n in names if n.startswith(("text_encoder", "image_encoder"))]
+    experts = [n for n in names if n.startswith("transformer")]
+
+    te_act = {n: trace_text_encoder(comps[n], card.data["text_tokens"].get(n, 77), s) for n in encoders}
+    dn_act = trace_denoise(card, comps[experts[0]], s)  # the experts of a two-expert model share one config
+    dec_act = {t: trace_decode(card, comps["vae"], s, t) for t in (False, True)}
+    if dec_act[True] < 0:
+        dec_act[True] = dec_act[False]
+
+    def stage_peaks(kind: str, tiled: bool) -> list[int]:
+        """GPU bytes of each stage when only that stage's component is on the GPU, `kind` of its weights."""
+        peaks = [weights[n][kind] + te_act[n] for n in encoders]
+        peaks.append(max(weights[n][kind] for n in experts) + dn_act)
+        peaks.append(weights["vae"][kind] + dec_act[tiled])
+        return peaks
+
+    all_weights = sum(w["all"] for w in weights.values())
+    offload: dict[str, Any] = {}
+    for mode in OFFLOAD_MODES:
+        row: dict[str, Any] = {}
+        for tiled in (False, True):
+            if mode == "none":
+                peak = all_weights + max([*te_act.values(), dn_act, dec_act[tiled]])
+            else:
+                kind = {"model": "all", "group": "blocks", "sequential": "leaf"}[mode]
+                if mode == "group":  # block groups for the transformer only; leaf groups elsewhere
+                    peaks = [weights[n]["leaf"] + te_act[n] for n in encoders]
+                    peaks += [max(weights[n][kind] for n in experts) + dn_act,
+                              weights["vae"]["leaf"] + dec_act[tiled]]
+                else:
+                    peaks = stage_peaks(kind, tiled)
+                peak = max(peaks)
+            row["tiled" if tiled else "untiled"] = peak
+        offload[mode] = {"gpu_peak_gib": _gib(row["tiled" if s.vae_tiling else "untiled"]),
+                         "gpu_peak_gib_untiled": _gib(row["untiled"]), "gpu_peak_gib_tiled": _gib(row["tiled"]),
+                         # every mode loads all weights on the CPU first; offload modes keep them there
+                         "cpu_ram_gib": _gib(all_weights)}
+    te_w = sum(weights[n]["all"] for n in encoders)
+    stages = {
+        "text_encoder": {"weights_gib": _gib(te_w),
+                         "peak_gib": _gib(max((weights[n]["all"] + te_act[n] for n in encoders), default=0)),
+                         "activations_gib": {n: _gib(te_act[n]) for n in encoders}},
+        "denoise": {"weights_gib": _gib(max(weights[n]["all"] for n in experts)),
+                    "peak_gib": _gib(max(weights[n]["all"] for n in experts) + dn_act),
+                    "activations_gib": _gib(dn_act), "experts": len(experts),
+                    "guidance_batch": 2 if cfg_on(card, s) and s.batch_cfg else 1,
+                    "forwards_per_step": 2 if cfg_on(card, s) and not s.batch_cfg else 1},
+        "decode": {"weights_gib": _gib(weights["vae"]["all"]),
+                   "peak_gib": _gib(weights["vae"]["all"] + dec_act[s.vae_tiling]), "tiled": s.vae_tiling,
+                   "peak_gib_untiled": _gib(weights["vae"]["all"] + dec_act[False]),
+                   "peak_gib_tiled": _gib(weights["vae"]["all"] + dec_act[True])},
+    }
+    blocks = {n: {k: comps[n].config[k] for k in comps[n].repeat} for n in names if comps[n].repeat}
+    return {"model": card.repo or card.name, "card": card.name, "settings": s.to_dict(), "stages": stages,
+            "offload": offload,
+            "method": {"traced_blocks": "two blocks of each repeated stack traced (their activations are those of "
+                                        "all, freed block by block), weights counted at full size",
+                       "repeated": blocks, "excludes": "CUDA context and allocator fragmentation"}}
+
+
+def _gib(n: int | float) -> float:
+    return round(n / GIB, 6)

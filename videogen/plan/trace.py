@@ -1,0 +1,93 @@
+"""Peak memory of a computation, counted on fake tensors (no weights, no GPU, no real arithmetic).
+
+`StorageCounter` adds the bytes of every new tensor storage an operator returns and subtracts them when the
+storage is freed (a weakref callback), so its peak is what a caching allocator would have to hold at once, minus
+rounding and fragmentation. The same counter runs on real tensors, which is how tests check it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from videogen.plan.components import Component, default_dtype, instantiate
+
+
+class StorageCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._sizes: dict[int, int] = {}  # id of a live storage -> its bytes
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self._add(t.untyped_storage())
+        return out
+
+    def _add(self, storage: torch.UntypedStorage) -> None:
+        key = id(storage)
+        if key in self._sizes:
+            return
+        n = storage.nbytes()
+        self._sizes[key] = n
+        self.live += n
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.live -= self._sizes.pop(key, 0)
+
+
+def _random_ops() -> set[Any]:
+    aten = torch.ops.aten
+    return {aten.uniform_.default, aten.normal_.default, aten.random_.default, aten.exponential_.default,
+            aten.bernoulli_.float, aten.log_normal_.default, aten.geometric_.default, aten.cauchy_.default}
+
+
+class _SkipInit(TorchDispatchMode):
+    """Random initialisation is pointless on fake tensors (and some decompositions of it fail): skip it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skip = _random_ops()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func in self.skip:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def fake_mode() -> Iterator[Any]:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        yield mode
+
+
+def fake_module(comp: Component, dtype: torch.dtype, overrides: dict[str, Any]) -> torch.nn.Module:
+    """Build `comp` (with config `overrides`, e.g. one block) as fake CPU tensors in `dtype`.
+
+    Built under torch.set_default_dtype because `.to()` on fake parameters fails; fake CPU tensors because
+    fake CUDA ones still reach real CUDA code on a CPU-only torch (rotary tables indexed at run time).
+    """
+    with default_dtype(dtype), _SkipInit():
+        return instantiate(comp, overrides)
+
+
+def peak_bytes(fn: Callable[[], Any]) -> int:
+    """Peak bytes of the new storages `fn` creates (call it inside `fake_mode()` for a prediction)."""
+    counter = StorageCounter()
+    with torch.no_grad(), counter:
+        result = fn()
+        del result
+    return counter.peak
