@@ -118,3 +118,16 @@ def test_video_to_video_refusals(v2v, source, tmp_path, model, args, message):
                   "-o", tmp_path / "out.mp4")
     assert run.code == 2 and message in run.err and run.err.count("\n") == 1, run.err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_step_previews_index_the_schedule_where_it_starts(v2v, source):
+    """Starting part-way, each step's x0 takes that step's sigma: with flow Euler the last step lands on
+    sigma 0, so the last x0 is the final video (x0 from the first sigmas of the schedule would not be)."""
+    spec = RenderSpec(prompt="a cat", model=str(v2v["t2v-euler"]), video=str(source), steps=4, strength=0.5,
+                      guidance=1.0, seed=5, max_sequence_length=16)
+    engine = Engine.load(spec)
+    seen: list = []
+    result = engine.render(spec, on_step=lambda i, total, x, x0: seen.append((i, total, x0)))
+    assert [(i, total) for i, total, _ in seen] == [(0, 2), (1, 2)]
+    last = engine.model.decode_video(seen[-1][2], engine.resolve(spec))
+    assert (last - result.frames_float).abs().max() < 1e-4
