@@ -93,12 +93,18 @@ def save_tiny_wan(folder: Path, **kwargs) -> Path:
 
 
 def without_weights(folder: Path, into: Path, **transformer_config) -> Path:
-    """A copy of a model folder with no weight files (and its transformer config changed as given): whatever a
-    render of it refuses was refused before loading, since loading it fails."""
+    """A copy of a model folder whose weight files are whole but hold none of the model's tensors (and its
+    transformer config changed as given): every file check passes, loading fails, so whatever a render of it
+    refuses was refused before loading."""
     import json
     import shutil
 
-    shutil.copytree(folder, into, ignore=shutil.ignore_patterns("*.safetensors"))
+    import torch
+    from safetensors.torch import save_file
+
+    shutil.copytree(folder, into)
+    for weights in into.rglob("*.safetensors"):
+        save_file({"not_a_weight_of_this_model": torch.zeros(1)}, weights)
     if transformer_config:
         cfg = into / "transformer" / "config.json"
         cfg.write_text(json.dumps({**json.loads(cfg.read_text()), **transformer_config}))
