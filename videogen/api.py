@@ -60,6 +60,10 @@ def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun
         raise UserError(relabel(str(e), spec)) from None
     if rerun is not None and model_from.startswith("run record"):
         compare_with_record(info, rerun, allow_different_model)
+    if rerun is not None:
+        from videogen.clips import check_unchanged
+
+        check_unchanged(rerun.inputs, spec, rerun.where)
     if output is None:
         output = default_output(spec.prompt, spec.seed)
         check_output(output, overwrite)

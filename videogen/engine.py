@@ -93,6 +93,12 @@ def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
     """Fill the model's defaults and check what the model can take; bad values are refused by name, and by
     where they came from (a default is not reported as a flag the user typed)."""
     spec = check_sigmas(spec, info)  # before the defaults: the sigmas set the step count
+    from videogen import clips
+
+    try:  # input clips first: a clip sets the frames and size the user left open
+        spec = clips.check_inputs(spec, info.family, info.geometry, info.family.task_of(info.index))
+    except UserError as e:
+        raise UserError(relabel(str(e), spec)) from None
     sources = dict(spec.extras.get("where", {}))
     filled: dict[str, Any] = {}
     for name, (value, label) in model_defaults(info).items():
@@ -311,6 +317,8 @@ class Engine:
         return each
 
     def record(self, spec: RenderSpec, plan_info: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+        from videogen import clips
+
         device = self.model.device
         return {
             "prompt": spec.prompt, "negative_prompt": spec.negative_prompt, "seed": spec.seed,
@@ -319,6 +327,7 @@ class Engine:
             "model": self.info.source.record(), "family": self.info.family.name,
             "scheduler": plan_info.get("scheduler"),
             "sampling": {k: v for k, v in plan_info.items() if k != "scheduler"},
+            "inputs": clips.describe(spec),
             "dtype": str(self.model.dtype).removeprefix("torch."), "device": str(device),
             "versions": versions(), "timings": timings,
             # A Hub model's commit, not the branch that named it: --from renders the same files.

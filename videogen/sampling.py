@@ -73,6 +73,10 @@ class Plan:
     after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None
     x0: X0 | None = None
     to_video: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+    # Schedule positions run before `timesteps` begins (video-to-video starts part-way): sigmas and x0 are
+    # indexed from there, and the scheduler finds its own place from the first timestep, as diffusers'
+    # img2img-style pipelines leave it.
+    skip: int = 0
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,17 +112,18 @@ def guided_prediction(plan: Plan, x: torch.Tensor, t: torch.Tensor, step: StepIn
 def sample(plan: Plan, callback: StepCallback | None = None) -> torch.Tensor:
     """Run the sampler over `plan.timesteps`; returns the final latents."""
     step = plan.step or (lambda out, t, x: plan.scheduler.step(out, t, x, return_dict=False)[0])
-    if hasattr(plan.scheduler, "set_begin_index"):
+    if hasattr(plan.scheduler, "set_begin_index") and plan.skip == 0:
         plan.scheduler.set_begin_index(0)
     x = plan.latents
     total = len(plan.timesteps)
     sigmas = getattr(plan.scheduler, "sigmas", None)
     pair = Conditioning.concat([plan.uncond, plan.cond]) if plan.batch_cfg and plan.uncond is not None else None
     for i, t in enumerate(plan.timesteps):
-        sigma = float(sigmas[i]) if sigmas is not None and i < len(sigmas) else None
+        at = plan.skip + i  # the step's position in the scheduler's whole schedule
+        sigma = float(sigmas[at]) if sigmas is not None and at < len(sigmas) else None
         out = guided_prediction(plan, x, t, StepInfo(i, total, sigma), pair)
         # the estimate is taken before the step (the step may keep state that x0 must not see)
-        x0 = plan.x0(out, t, x, i) if callback is not None and plan.x0 is not None else None
+        x0 = plan.x0(out, t, x, at) if callback is not None and plan.x0 is not None else None
         x = step(out, t, x)
         if plan.after_step is not None:
             x = plan.after_step(x, i)

@@ -37,6 +37,7 @@ class Rerun:
     revision: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     loras: list[Any] = field(default_factory=list)  # the record's LoRA entries (path, sha256, ...)
+    inputs: dict[str, Any] = field(default_factory=dict)  # input files by flag: path and sha256 (clips.describe)
 
 
 def rerun_of(data: dict[str, Any], where: str) -> Rerun:
@@ -63,7 +64,8 @@ def rerun_of(data: dict[str, Any], where: str) -> Rerun:
     versions = data.get("versions") if isinstance(data.get("versions"), dict) else {}
     return Rerun(where=where, prompt=prompt, values=values, fingerprint=model.get("fingerprint"),
                  revision=model.get("revision"), versions={str(k): str(v) for k, v in versions.items()},
-                 loras=data.get("loras") or [])
+                 loras=data.get("loras") or [],
+                 inputs=data.get("inputs") if isinstance(data.get("inputs"), dict) else {})
 
 
 def read_rerun(path: Path) -> Rerun:

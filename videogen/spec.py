@@ -59,6 +59,16 @@ class RenderSpec:
     max_sequence_length: int | None = _f(help="Text tokens given to the model.", range=(1, 4096))
     image: str | None = _f(help="First frame, for image-to-video models.")
     last_image: str | None = _f(help="Last frame, for first-last-frame models.")
+    # Input clips and stills (videogen/clips.py), for the families that declare them (Family.inputs).
+    video: str | None = _f(help="Input clip: the control video (Wan VACE) or the source video (video-to-video); "
+                           "sets frames and size unless given.")
+    mask: str | None = _f(help="Mask clip for --video (Wan VACE): white = generate, black = keep.")
+    reference_images: tuple[str, ...] = _f((), help="Reference image (Wan VACE); repeat for several.")
+    conditioning_scale: float | None = _f(help="Weight of the control hints in every VACE layer (Wan VACE; "
+                                          "default 1).", range=(0.0, 10.0))
+    strength: float | None = _f(help="Video-to-video: share of the steps that redraw the source (0..1, default "
+                                "0.8).", range=(0.0, 1.0))
+    fit: bool = _f(False, "Resample input clips to the render's frames and size instead of refusing them.")
     # LoRA and exact schedules (videogen/lora/). Their options are built by hand in videogen/cli/options.py.
     # Handed to the scheduler's set_timesteps(sigmas=...).
     sigmas: tuple[float, ...] | None = _f(help="Exact schedule: comma-separated sigmas before the --shift, e.g. "

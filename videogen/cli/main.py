@@ -49,6 +49,8 @@ def generate(
     guidance: o.Guidance = None, guidance_2: o.Guidance2 = None, true_guidance: o.TrueGuidance = None,
     seed: o.Seed = None, fps: o.Fps = None,
     image: o.Image = None, last_image: o.LastImage = None, scheduler: o.Scheduler = None,
+    video: o.Video = None, mask: o.Mask = None, reference_images: o.ReferenceImage = None,
+    conditioning_scale: o.ConditioningScale = None, strength: o.Strength = None, fit: o.Fit = None,
     flow_shift: o.FlowShift = None, max_sequence_length: o.MaxTokens = None, crf: o.Crf = None,
     loras: o.Lora = None, sigmas: o.Sigmas = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output .mp4 | .webm | .gif | folder for PNG frames (default: ./outputs/<prompt>-s<seed>.mp4).")] = None,
@@ -76,6 +78,8 @@ def generate(
         cache=cache, cache_threshold=cache_threshold, cache_drift=cache_drift, quantize=quantize, batch_cfg=batch_cfg,
         loras=loras, sigmas=sigmas,
     )
+    flags.update(o.flag_values(video=video, mask=mask, reference_images=reference_images,
+                               conditioning_scale=conditioning_scale, strength=strength, fit=fit))
     if prompt == "-":
         prompt = sys.stdin.read().strip()
         if not prompt:

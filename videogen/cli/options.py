@@ -23,7 +23,7 @@ _TYPES = spec_field_types()
 DeviceDtype, OffloadMode = _choices("DeviceDtype", _TYPES["dtype"]), _choices("OffloadMode", _TYPES["offload"])
 CacheMode, QuantizeMode = _choices("CacheMode", _TYPES["cache"]), _choices("QuantizeMode", _TYPES["quantize"])
 _ENUMS = {"dtype": DeviceDtype, "offload": OffloadMode, "cache": CacheMode, "quantize": QuantizeMode}
-_PATHS = {"image", "last_image"}  # options Typer checks as paths
+_PATHS = {"image", "last_image", "video", "mask"}  # options Typer checks as paths
 _SHORT = {"model": "-m", "negative_prompt": "-n", "image": "-i", "flow_shift": "--shift"}  # and aliases
 R = "Render"
 E = "Engine (speed and memory)"
@@ -52,6 +52,10 @@ CacheDrift, Quantize, BatchCfg = option("cache_drift"), option("quantize"), opti
 L = "LoRA and schedule"
 Lora = Annotated[list[str] | None, typer.Option("--lora", metavar="PATH:WEIGHT@EXPERT", help=declarations()["loras"]["help"], rich_help_panel=L)]
 Sigmas = Annotated[str | None, typer.Option("--sigmas", metavar="LIST", help=declarations()["sigmas"]["help"], rich_help_panel=L)]
+# --- input clips (videogen/clips.py); --reference-image is a list field, so built here by hand ---
+Video, Mask = option("video"), option("mask")
+ConditioningScale, Strength, Fit = option("conditioning_scale"), option("strength"), option("fit")
+ReferenceImage = Annotated[list[Path] | None, typer.Option("--reference-image", help=declarations()["reference_images"]["help"], rich_help_panel=R)]
 
 
 def parse_sigmas(text: str) -> list[float]:
@@ -71,6 +75,10 @@ def flag_values(**flags: Any) -> dict[str, Any]:
             value = parse_sigmas(value)
         elif name == "loras":
             value = tuple(value)
+        elif name == "reference_images":
+            if not value:  # not given: leave a preset's or record's images in place
+                continue
+            value = tuple(str(v) for v in value)
         if isinstance(value, Enum):
             value = value.value
         elif isinstance(value, Path):

@@ -12,8 +12,10 @@ from videogen.families.ltx import LTX
 from videogen.families.mochi import Mochi
 from videogen.families.wan import Wan
 from videogen.families.wan_i2v import WanI2V
+from videogen.families.wan_v2v import WanV2V
+from videogen.families.wan_vace import WanVACE
 
-FAMILIES: list[type[Family]] = [Wan, WanI2V, LTX, CogVideoX, Hunyuan, Mochi]
+FAMILIES: list[type[Family]] = [Wan, WanI2V, WanVACE, WanV2V, LTX, CogVideoX, Hunyuan, Mochi]
 
 
 def family_for(index: dict[str, Any], where: str) -> type[Family]:

@@ -119,6 +119,10 @@ class Family(ABC):
     extra_modules: ClassVar[tuple[str, ...]] = ()
     # Families whose plan hands `spec.sigmas` (an exact schedule) to the scheduler (`new_scheduler` does).
     takes_sigmas: ClassVar[bool] = False
+    # Input spec fields of videogen/clips.py this family takes (video, mask, reference_images, strength, ...),
+    # and those it cannot render without; any other one set is refused before loading.
+    inputs: ClassVar[frozenset[str]] = frozenset()
+    required_inputs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         self.path, self.index, self.device, self.dtype = path, index, device, dtype
@@ -319,7 +323,8 @@ class Family(ABC):
     def make_plan(self, spec: RenderSpec, scheduler: Any, latents: torch.Tensor, predict: Predict,
                   cond: Conditioning, uncond: Conditioning | None, *,
                   network: Callable[[torch.Tensor], Any] | None = None,
-                  guidance: Callable[[torch.Tensor], float] | None = None, **kwargs: Any) -> Plan:
+                  guidance: Callable[[torch.Tensor], float] | None = None,
+                  timesteps: torch.Tensor | None = None, **kwargs: Any) -> Plan:
         """A Plan with the shared parts filled in: constant guidance, one network, flow x0, the scheduler's record."""
         from videogen.schedulers import describe
 
@@ -327,7 +332,8 @@ class Family(ABC):
         info = {"scheduler": describe(scheduler), **kwargs.pop("info", {})}
         if "x0" not in kwargs:
             kwargs["x0"] = self.flow_x0(scheduler)
-        return Plan(latents=latents, scheduler=scheduler, timesteps=scheduler.timesteps, predict=predict,
+        timesteps = scheduler.timesteps if timesteps is None else timesteps  # a tail of them: video-to-video
+        return Plan(latents=latents, scheduler=scheduler, timesteps=timesteps, predict=predict,
                     network=network or (lambda _t: self.transformer), cond=cond, uncond=uncond,
                     guidance=guidance or (lambda _t: scale),
                     to_video=lambda x: self.video_latents(x, spec), info=info, **kwargs)

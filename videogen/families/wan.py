@@ -39,7 +39,8 @@ class Wan(Family):
     name = "wan"
     title = "Wan"
     pipelines = ("WanPipeline",)
-    tasks = ("t2v", "ti2v")
+    tasks = ("t2v", "ti2v", "v2v")
+    inputs = frozenset({"video", "strength"})  # video-to-video (WanVideoToVideoPipeline) on any Wan T2V model
     takes_sigmas = True  # --sigmas reach the scheduler (Family.new_scheduler)
     # WanPipeline.__call__ defaults; Wan renders at 16 fps.
     defaults = Defaults(frames=81, height=480, width=832, steps=50, guidance=5.0, fps=16)
@@ -83,6 +84,10 @@ class Wan(Family):
     def check_spec(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> None:
         if index.get("expand_timesteps") and spec.last_image is not None:
             raise UserError("this Wan 2.2 TI2V model takes a first frame (--image) but no --last-image")
+        if "strength" in cls.inputs:
+            from videogen.families import wan_v2v
+
+            wan_v2v.check(index, spec)
 
     def text_length(self, spec: RenderSpec) -> int:
         return spec.max_sequence_length or min(int(self.tokenizer.model_max_length), self.max_text_tokens)
@@ -120,7 +125,7 @@ class Wan(Family):
     def plan(self, spec: RenderSpec, cond: Conditioning, uncond: Conditioning | None) -> Plan:
         scheduler = self.new_scheduler(spec)
         shape = self.latent_shape(spec)
-        latents = self.noise(shape, self.generator(spec))
+        timesteps, latents, skip, start_info = self.start(scheduler, self.noise(shape, self.generator(spec)), spec)
         high, low = self.guidances(spec)
         boundary = (None if self.boundary_ratio is None
                     else self.boundary_ratio * scheduler.config.num_train_timesteps)
@@ -146,8 +151,7 @@ class Wan(Family):
                 timestep = (mask[0, 0, :, :: patch[1], :: patch[2]] * t).flatten().unsqueeze(0).expand(x.shape[0], -1)
             return expert(t)[0](hidden_states=x.to(self.dtype), timestep=timestep,
                                 encoder_hidden_states=c.tensors["encoder_hidden_states"],
-                                encoder_hidden_states_image=c.tensors.get("encoder_hidden_states_image"),
-                                return_dict=False)[0]
+                                **self.network_inputs(c), return_dict=False)[0]
 
         after_step = None
         if mask is not None and first is not None:
@@ -157,11 +161,25 @@ class Wan(Family):
                 return (1 - mask) * first + mask * x
 
             latents = after_step(latents, -1)
-        info: dict[str, Any] = {"sigmas": [round(float(v), 6) for v in scheduler.sigmas]}
+        info: dict[str, Any] = {"sigmas": [round(float(v), 6) for v in scheduler.sigmas], **start_info}
         if boundary is not None:
             info.update(boundary_timestep=boundary, guidance_2=low)
         if mask is not None:
             info.update(per_token_timesteps=True, clean_first_frame=first is not None)
         return self.make_plan(spec, scheduler, latents, predict, cond, uncond, network=lambda t: expert(t)[0],
                               guidance=lambda t: expert(t)[1], batch_cfg=spec.batch_cfg, after_step=after_step,
-                              info=info)
+                              timesteps=timesteps, skip=skip, info=info)
+
+    def start(self, scheduler: Any, noise: torch.Tensor, spec: RenderSpec
+              ) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
+        """(timesteps, first latents, schedule positions skipped, record facts): pure noise from the first step,
+        or for video-to-video the source clip re-noised to a later one."""
+        if spec.video is None:
+            return scheduler.timesteps, noise, 0, {}
+        from videogen.families import wan_v2v
+
+        return wan_v2v.start(self, scheduler, noise, spec)
+
+    def network_inputs(self, c: Conditioning) -> dict[str, Any]:
+        """The transformer's inputs besides latents, timestep and text (I2V: the CLIP image states)."""
+        return {"encoder_hidden_states_image": c.tensors.get("encoder_hidden_states_image")}

@@ -22,6 +22,7 @@ from videogen.spec import RenderSpec
 class WanI2V(Wan):
     pipelines = ("WanImageToVideoPipeline",)
     tasks = ("i2v", "flf2v")
+    inputs = frozenset()
     # WanImageToVideoPipeline.__call__ defaults; Wan renders at 16 fps.
     defaults = Defaults(frames=81, height=480, width=832, steps=50, guidance=5.0, fps=16)
     extra_modules = ("transformer_2", "image_encoder")
