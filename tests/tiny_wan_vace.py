@@ -7,7 +7,6 @@ from pathlib import Path
 import torch
 from tiny import save_components, tiny_wan_components
 
-
 CONTROL_GAIN = 100.0
 
 

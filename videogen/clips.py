@@ -134,7 +134,7 @@ def clip_problem(clip: Clip, geometry: Geometry, want: tuple[int | None, int | N
                        f"{' or '.join(map(str, nearest(value, lambda v, m=m: v % m == 0)))})")
     if bad:
         return f"{said}; this model cannot take {', '.join(bad)}: re-cut the clip or add --fit to resample it"
-    diff = [f"{flag} {v}" for flag, v, have in zip(("--frames", "--height", "--width"), want, (f, h, w))
+    diff = [f"{flag} {v}" for flag, v, have in zip(("--frames", "--height", "--width"), want, (f, h, w), strict=True)
             if v is not None and v != have]
     if diff:
         return (f"{said}, but the render asks for {' '.join(diff)}: leave those out to render at the clip's "
@@ -181,7 +181,7 @@ def check_inputs(spec: RenderSpec, family: type[Family], geometry: Geometry, tas
                 raise UserError(problem)
         fill = video.shape
     label = "the --video clip" + (", fitted" if spec.fit else "")
-    filled = {name: value for name, value in zip(("frames", "height", "width"), fill) if getattr(spec, name) is None}
+    filled = {name: value for name, value in zip(("frames", "height", "width"), fill, strict=True) if getattr(spec, name) is None}
     where = {**spec.extras.get("where", {}), **dict.fromkeys(filled, label)}
     return spec.replace(**filled, extras={**spec.extras, "where": where})
 
