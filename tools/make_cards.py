@@ -190,6 +190,18 @@ PRESETS: dict[str, tuple[dict, dict, str]] = {
 PRESETS["wan2.1-t2v-14b-720p"] = PRESETS["wan2.1-t2v-14b-480p"]
 PRESETS["wan2.1-i2v-14b-720p"] = ({**PRESETS["wan2.1-i2v-14b-480p"][0],
                                    "transformer": wan_tr("Wan-I2V-14B-720p", **W14_I2V)}, WAN_TOK, "cfg")
+# VACE: the Wan transformer plus VACE blocks fed by a 96-channel control (convert_wan_to_diffusers.py's
+# 'Wan-VACE-1.3B' and 'Wan-VACE-14B' configs); video-to-video runs the plain text-to-video files.
+def _vace(model_type: str, layers: list[int], **cfg: object) -> dict:
+    tr = wan_tr(model_type, **cfg, vace_layers=layers, vace_in_channels=96)
+    return dict(tr, cls="WanVACETransformer3DModel")
+
+
+PRESETS["wan2.1-vace-1.3b"] = ({"text_encoder": UMT5, "vae": WAN_VAE, "transformer": _vace(
+    "Wan-VACE-1.3B", list(range(0, 30, 2)), ffn_dim=8960, num_attention_heads=12, num_layers=30)}, WAN_TOK, "cfg")
+PRESETS["wan2.1-vace-14b"] = ({"text_encoder": UMT5, "vae": WAN_VAE, "transformer": _vace(
+    "Wan-VACE-14B", list(range(0, 40, 5)), **W14)}, WAN_TOK, "cfg")
+PRESETS["wan2.1-v2v-1.3b"] = PRESETS["wan2.1-t2v-1.3b"]
 # The lightx2v presets run their base model's files (the LoRA is the user's own file, not in the card).
 for _alias, _base in (("wan2.1-t2v-14b-lightx2v-4step", "wan2.1-t2v-14b-480p"),
                       ("wan2.2-t2v-a14b-lightx2v-4step", "wan2.2-t2v-a14b"),
