@@ -34,7 +34,7 @@ def test_doctor_json_reports_the_machine_and_the_cache(tmp_path):
     blobs = sum(p.stat().st_size for p in (hf_home / "hub").rglob("blobs/*"))
     assert cache["path"] == str(hf_home / "hub") and cache["size_bytes"] >= blobs > 10**7
     models = cache["models"]
-    assert models[WAN] == {"presets": ["wan2.1-t2v-1.3b"], "cached": True, "complete": True}
+    assert models[WAN]["cached"] and models[WAN]["complete"] and "wan2.1-t2v-1.3b" in models[WAN]["presets"]
     assert models[COG]["cached"] and not models[COG]["complete"] and "a link to a missing blob" in models[COG]["problem"]
     assert models["genmo/mochi-1-preview"] == {"presets": ["mochi-1-preview"], "cached": False, "complete": False}
     from videogen import presets
@@ -48,6 +48,6 @@ def test_doctor_json_reports_the_machine_and_the_cache(tmp_path):
 
     r = videogen("doctor", env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert any(line.split()[:3] == [WAN, "complete", "wan2.1-t2v-1.3b"] for line in r.stdout.splitlines())
+    assert any(line.split()[:2] == [WAN, "complete"] and "wan2.1-t2v-1.3b" in line for line in r.stdout.splitlines())
     assert any(line.split()[:2] == [COG, "incomplete"] for line in r.stdout.splitlines())
     assert f"fix: run `videogen download {COG}`" in r.stdout
