@@ -19,19 +19,17 @@ from videogen.plan.components import Component, weight_stats  # noqa: E402
 
 DIFF = "huggingface/diffusers scripts/"
 WAN_SRC = DIFF + "convert_wan_to_diffusers.py get_transformer_config"
+# The XXL encoder shape that T5 v1.1 and UMT5 share; they differ in vocabulary.
+T5_XXL = dict(d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24, feed_forward_proj="gated-gelu",
+              relative_attention_num_buckets=32, relative_attention_max_distance=128, layer_norm_epsilon=1e-6,
+              tie_word_embeddings=False, dropout_rate=0.0)
 UMT5 = dict(library="transformers", cls="UMT5EncoderModel", repeat=["num_layers"], disk="bfloat16",
             disk_src=DIFF + "convert_wan_to_diffusers.py loads google/umt5-xxl with torch_dtype=torch.bfloat16",
             src="google/umt5-xxl config.json (the encoder convert_wan_to_diffusers.py takes)",
-            config=dict(model_type="umt5", d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24,
-                        vocab_size=256384, feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
-                        relative_attention_max_distance=128, layer_norm_epsilon=1e-6, tie_word_embeddings=False,
-                        dropout_rate=0.0))
+            config=dict(T5_XXL, model_type="umt5", vocab_size=256384))
 T5 = dict(library="transformers", cls="T5EncoderModel", repeat=["num_layers"],
           src="google/t5-v1_1-xxl config.json (the encoder the LTX, CogVideoX and Mochi conversion scripts take)",
-          config=dict(model_type="t5", d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24,
-                      vocab_size=32128, feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
-                      relative_attention_max_distance=128, layer_norm_epsilon=1e-6, tie_word_embeddings=False,
-                      dropout_rate=0.0))
+          config=dict(T5_XXL, model_type="t5", vocab_size=32128))
 CLIP_VISION = dict(library="transformers", cls="CLIPVisionModelWithProjection", repeat=["num_hidden_layers"],
                    disk="bfloat16", disk_src=DIFF + "convert_wan_to_diffusers.py loads it with torch_dtype=bfloat16",
                    src="laion/CLIP-ViT-H-14-laion2B-s32B-b79K vision config (convert_wan_to_diffusers.py)",
