@@ -15,7 +15,7 @@ $(BIN)/videogen: pyproject.toml
 install: $(BIN)/videogen
 
 test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests
 
 lint: install
 	$(BIN)/ruff check videogen tests bench

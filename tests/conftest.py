@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# One torch thread per test process: the suite runs on two pytest-xdist workers (`make test`), so more threads
+# per worker would only fight over the same cores. Set before torch is imported, and inherited by every
+# `videogen` subprocess a test starts, so in-process and subprocess renders compute alike.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tiny import save_tiny_wan  # noqa: E402
 
