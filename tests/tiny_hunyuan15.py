@@ -53,7 +53,13 @@ def tiny_hunyuan15_components(task: str = "t2v", seed: int = 0, guidance: float 
         FlowMatchEulerDiscreteScheduler,
         HunyuanVideo15Transformer3DModel,
     )
-    from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
+    from transformers import (
+        ByT5Tokenizer,
+        Qwen2_5_VLTextConfig,
+        Qwen2_5_VLTextModel,
+        T5Config,
+        T5EncoderModel,
+    )
 
     torch.manual_seed(seed)
     tokenizer = qwen_tokenizer()
