@@ -93,8 +93,9 @@ class Hunyuan15(Family):
     # HunyuanVideo15Pipeline.__call__ defaults; the size is the 16:9 bucket at the transformer's target_size and
     # the guidance the guider config's (both per folder, in `defaults_from`); 24 fps as in the model's examples.
     defaults = Defaults(frames=121, height=480, width=848, steps=50, guidance=6.0, fps=24)
-    # 32 channels at 4x16 strides; only the VAE's scaling factor, no per-channel statistics.
-    latent = LatentFormat(channels=32, layout="BCFHW", temporal=4, spatial=16, stats="none")
+    # 32 channels at 4x16 strides; only the VAE's scaling factor, no per-channel statistics. RGB factors: ComfyUI's.
+    latent = LatentFormat(channels=32, layout="BCFHW", temporal=4, spatial=16, stats="none",
+                          rgb=("hunyuanvideo15",))
     max_text_tokens = 1000  # Qwen tokens after the crop (the pipeline's tokenizer_max_length)
     schedulers = ("euler",)  # its flow-matching Euler scheduler only
     takes_sigmas = True  # the pipeline takes `sigmas` too
