@@ -181,7 +181,11 @@ class Hunyuan15(Family):
 
     def guided(self, spec: RenderSpec) -> bool:
         # the guider runs the negative prompt unless its scale is 1 (math.isclose, as ClassifierFreeGuidance)
-        return not math.isclose(float(spec.guidance or 1.0), 1.0)
+        return not math.isclose(self.scale(spec), 1.0)
+
+    @staticmethod
+    def scale(spec: RenderSpec) -> float:
+        return 1.0 if spec.guidance is None else float(spec.guidance)  # 0 is a scale too (the negative alone)
 
     def image_conditioning(self, spec: RenderSpec) -> dict[str, torch.Tensor]:
         """Text-to-video: zero condition latents and mask, zero SigLIP tokens (the transformer masks them out)."""
@@ -215,8 +219,11 @@ class Hunyuan15(Family):
                                     **tensors, **extra)[0]
 
         latents = self.noise(self.latent_shape(spec), self.generator(spec))
-        return self.make_plan(spec, scheduler, latents, predict, cond, uncond, batch_cfg=spec.batch_cfg,
-                              info={"sigmas": [round(float(v), 6) for v in scheduler.sigmas]})
+        scale = self.scale(spec)
+        return self.make_plan(spec, scheduler, latents, predict, cond, uncond, guidance=lambda _t: scale,
+                              batch_cfg=spec.batch_cfg,
+                              info={"sigmas": [round(float(v), 6) for v in scheduler.sigmas],
+                                    "size_from": spec.extras.get("where", {}).get("height", "--height")})
 
 
 class Hunyuan15I2V(Hunyuan15):
