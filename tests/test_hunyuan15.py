@@ -89,6 +89,16 @@ def test_text_to_video_matches_pipeline(engine, pipe, guidance, negative):
     assert (ours - ref).abs().max().item() <= TOL
 
 
+def test_exact_sigmas_match_pipeline(engine, pipe):
+    """--sigmas go to the scheduler (before its shift) as the pipeline's `sigmas` argument does."""
+    sigmas = (1.0, 0.6, 0.3)
+    ours = render(engine, guidance=3.0, steps=None, sigmas=sigmas)
+    ref = reference(pipe, 3.0, 5, TOKENS, prompt=PROMPT, num_frames=5, height=32, width=48, num_inference_steps=3,
+                    sigmas=list(sigmas))
+    assert (ours - ref).abs().max().item() <= TOL
+    assert (ours - render(engine, guidance=3.0, steps=3)).abs().max() > 1e-3  # not the default spacing
+
+
 def test_prompt_quoted_text_guidance_and_negative_reach_the_transformer(engine):
     base = render(engine, guidance=4.5)
     assert (base - render(engine, guidance=2.0)).abs().max() > 1e-3
