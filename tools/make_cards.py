@@ -205,6 +205,63 @@ for _alias, _base in (("wan2.1-t2v-14b-lightx2v-4step", "wan2.1-t2v-14b-480p"),
                       ("wan2.2-t2v-a14b-lightx2v-4step", "wan2.2-t2v-a14b"),
                       ("wan2.2-i2v-a14b-lightx2v-4step", "wan2.2-i2v-a14b")):
     PRESETS[_alias] = PRESETS[_base]
+# HunyuanVideo 1.5: convert_hunyuan_video1_5_to_diffusers.py (TRANSFORMER_CONFIGS, convert_vae, load_mllm,
+# load_byt5); the transformer is built empty and takes the original weights as they are stored (assign=True).
+HV15_SRC = DIFF + "convert_hunyuan_video1_5_to_diffusers.py"
+
+
+def hv15_tr(kind: str, target: int, task: str, meanflow: bool = False) -> dict:
+    cfg = dict(in_channels=65, out_channels=32, num_attention_heads=16, attention_head_dim=128, num_layers=54,
+               num_refiner_layers=2, mlp_ratio=4.0, patch_size=1, patch_size_t=1, qk_norm="rms_norm",
+               text_embed_dim=3584, text_embed_2_dim=1472, image_embed_dim=1152, rope_theta=256.0,
+               rope_axes_dim=[16, 56, 56], use_meanflow=meanflow, target_size=target, task_type=task)
+    src = f"{HV15_SRC} TRANSFORMER_CONFIGS['{kind}']"
+    if kind == "480p_i2v_step_distilled":
+        src = (f"{HV15_SRC} TRANSFORMER_CONFIGS['480p_i2v'] (no entry of its own there), with use_meanflow: "
+               "assumed, as HunyuanVideo15ImageToVideoPipeline feeds a mean-flow transformer the next timestep")
+    elif kind == "720p_i2v_distilled":
+        src = (f"{HV15_SRC} TRANSFORMER_CONFIGS['480p_i2v'] with target_size 960 (the 720p entries are empty "
+               "there; 720p_t2v differs from 480p_t2v only in target_size)")
+    return dict(library="diffusers", cls="HunyuanVideo15Transformer3DModel", repeat=["num_layers"], config=cfg,
+                src=src, disk="bfloat16", disk_src="assumed: the original checkpoint's dtype, kept by assign=True")
+
+
+HV15_VAE = dict(library="diffusers", cls="AutoencoderKLHunyuanVideo15", disk="float32",
+                disk_src="assumed: the original VAE file's dtype, kept by assign=True",
+                src=HV15_SRC + " convert_vae: AutoencoderKLHunyuanVideo15() defaults", config={})
+QWEN25_VL = dict(library="transformers", cls="Qwen2_5_VLTextModel", repeat=["num_hidden_layers"], disk="bfloat16",
+                 disk_src=HV15_SRC + " load_mllm: torch_dtype=torch.bfloat16",
+                 src="the language model of Qwen/Qwen2.5-VL-7B-Instruct (config.json), as load_mllm takes it",
+                 config=dict(model_type="qwen2_5_vl_text", hidden_size=3584, intermediate_size=18944,
+                             num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
+                             max_position_embeddings=128000, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                             tie_word_embeddings=False,
+                             rope_scaling={"type": "mrope", "rope_type": "default", "mrope_section": [16, 24, 24]}))
+BYT5 = dict(library="transformers", cls="T5EncoderModel", repeat=["num_layers"], disk="float32",
+            disk_src=HV15_SRC + " load_byt5: T5EncoderModel.from_pretrained('google/byt5-small'), no dtype given",
+            src="google/byt5-small config.json; load_byt5 then adds Glyph-SDXL-v2's color and font tokens to the "
+                "vocabulary (their count is not in the script; a few hundred rows of 1472, not counted here)",
+            config=dict(model_type="t5", d_model=1472, d_ff=3584, d_kv=64, num_heads=6, num_layers=12,
+                        feed_forward_proj="gated-gelu", vocab_size=384, relative_attention_num_buckets=32,
+                        relative_attention_max_distance=128, layer_norm_epsilon=1e-6, tie_word_embeddings=False,
+                        dropout_rate=0.0))
+SIGLIP = dict(library="transformers", cls="SiglipVisionModel", repeat=["num_hidden_layers"], disk="bfloat16",
+              disk_src="assumed: saved in the pipeline's bfloat16",
+              src="google/siglip-so400m-patch14-384 vision config (the SigLIP of black-forest-labs/FLUX.1-Redux-dev "
+                  "that HunyuanVideo 1.5 uses: 1152 wide, 729 tokens, the transformer's image_embed_dim)",
+              config=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
+                          num_hidden_layers=27, num_attention_heads=16, image_size=384, patch_size=14,
+                          hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6))
+HV15_TOK = {"text_encoder": 1108, "text_encoder_2": 256}  # 1000 Qwen tokens after the 108 of the template
+for _preset, _kind, _target, _task, _mf in (
+        ("hunyuanvideo1.5-480p-t2v", "480p_t2v", 640, "t2v", False),
+        ("hunyuanvideo1.5-720p-t2v", "720p_t2v", 960, "t2v", False),
+        ("hunyuanvideo1.5-480p-i2v", "480p_i2v", 640, "i2v", False),
+        ("hunyuanvideo1.5-720p-i2v-distilled", "720p_i2v_distilled", 960, "i2v", False),
+        ("hunyuanvideo1.5-480p-i2v-step-distilled", "480p_i2v_step_distilled", 640, "i2v", True)):
+    _comps = {"text_encoder": QWEN25_VL, "text_encoder_2": BYT5, "transformer": hv15_tr(_kind, _target, _task, _mf),
+              "vae": HV15_VAE}
+    PRESETS[_preset] = ({**_comps, "image_encoder": SIGLIP} if _task == "i2v" else _comps, HV15_TOK, "cfg")
 # Mochi's VAE config does not state its compression: 6x in time, 8x in space (genmo's model card).
 # LTX's 0.9.1 VAE config leaves its ratios to the class (patch 4 x three 2x stages in space, 8x in time).
 LATENT = {"mochi-1-preview": {"channels": 12, "temporal": 6, "spatial": 8},

@@ -74,13 +74,14 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def model_defaults(info: ModelInfo) -> dict[str, tuple[Any, str]]:
-    """Field -> (default value, where it comes from): the family's, then those the model folder ships (the
-    built-in model's among them)."""
+def model_defaults(info: ModelInfo, spec: RenderSpec) -> dict[str, tuple[Any, str]]:
+    """Field -> (default value, where it comes from): the family's, those its configs or the spec's inputs
+    decide, then those the model folder ships (the built-in model's among them)."""
     d = info.family.defaults_for(info.index)
     out: dict[str, tuple[Any, str]] = {
         name: (getattr(d, name), "the model's default")
         for name in ("frames", "height", "width", "steps", "guidance", "fps", "negative_prompt")}
+    out.update(info.family.defaults_from(info.source.path, info.index, spec))
     from videogen.settings import MODEL_DEFAULTS, model_folder_defaults
 
     label = f"the model's default, {MODEL_DEFAULTS}"
@@ -101,7 +102,7 @@ def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
         raise UserError(relabel(str(e), spec)) from None
     sources = dict(spec.extras.get("where", {}))
     filled: dict[str, Any] = {}
-    for name, (value, label) in model_defaults(info).items():
+    for name, (value, label) in model_defaults(info, spec).items():
         if getattr(spec, name) is None:
             filled[name], sources[name] = value, label
     if spec.seed is None:

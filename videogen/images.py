@@ -60,6 +60,20 @@ def fit_image(image: Image.Image, width: int, height: int, flag: str = "--image"
     return image.resize((width, height), resample=Image.Resampling.LANCZOS, box=box)
 
 
+def cover_image(image: Image.Image, width: int, height: int, flag: str = "--image") -> Image.Image:
+    """Resize (Lanczos, sides rounded down) until the image covers width x height, then cut out the centre: the
+    other order of `fit_image`, which some pipelines apply themselves (diffusers' resize_mode="crop")."""
+    from PIL import Image
+
+    src_w, src_h = image.size
+    size = (width, src_h * width // src_w) if width * src_h > src_w * height else (src_w * height // src_h, height)
+    left, top = size[0] // 2 - width // 2, size[1] // 2 - height // 2
+    if (src_w, src_h) != (width, height):
+        log.info("%s: image %dx%d resized to %dx%d, centre %dx%d cut at (%d,%d)", flag, src_w, src_h, *size, width,
+                 height, left, top)
+    return image.resize(size, resample=Image.Resampling.LANCZOS).crop((left, top, left + width, top + height))
+
+
 def load_fitted(path: str | Path, width: int, height: int, flag: str = "--image") -> Image.Image:
     return fit_image(load_image(path, flag), width, height, flag)
 

@@ -24,7 +24,7 @@ WEIGHTS_INDEX = re.compile(r"^[^.]+\.safetensors\.index(?:\.(?P<variant>[\w\-]+)
 VARIANTS = ("fp16", "bf16")
 ROOT_DEFAULTS = "videogen_defaults.json"  # videogen.settings.MODEL_DEFAULTS
 # Components whose classes hold no weights.
-NO_WEIGHTS = ("Tokenizer", "Scheduler", "Processor", "TokenizersBackend")
+NO_WEIGHTS = ("Tokenizer", "Scheduler", "Processor", "TokenizersBackend", "Guidance")  # guiders: *Guidance
 
 
 def components(index: dict[str, Any]) -> dict[str, tuple[str, str]]:

@@ -181,6 +181,12 @@ class Family(ABC):
         return cls.defaults
 
     @classmethod
+    def defaults_from(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> dict[str, tuple[Any, str]]:
+        """Field -> (default, where it comes from) that this folder's configs or the spec's inputs decide (a
+        size from the input image, a guidance scale from a config); they override `defaults_for`."""
+        return {}
+
+    @classmethod
     def accepts_for(cls, index: dict[str, Any]) -> frozenset[str]:
         """The optional fields this model takes (a family whose models differ overrides this)."""
         return cls.accepts
