@@ -64,7 +64,7 @@ class Plan:
     `guide` replaces classifier-free guidance with the family's own combination of network passes.
     """
 
-    latents: torch.Tensor
+    latents: Latents
     scheduler: Any
     timesteps: torch.Tensor
     predict: Predict
@@ -73,7 +73,7 @@ class Plan:
     uncond: Conditioning | None
     guidance: Callable[[torch.Tensor], float]
     batch_cfg: bool = False
-    step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    step: Callable[[Latents, torch.Tensor, Latents], Latents] | None = None
     after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None
     x0: X0 | None = None
     # A family's own guidance, replacing classifier-free guidance: `guide(plan, x, t, step)` runs its network

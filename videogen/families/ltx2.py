@@ -84,12 +84,11 @@ class LTX2(Family):
 
     @staticmethod
     def scales(spec: RenderSpec) -> dict[str, float]:
-        """The guidance terms of this render (LTX2Pipeline's `x or default` fallbacks: 0 audio guidance is the
-        video's)."""
+        """The guidance terms of this render: unset ones take LTX2Pipeline's defaults. The sound's STG, modality and
+        rescale terms follow the video's, and an audio guidance of 0 is the video's too (the pipeline's `or`)."""
         g = float(spec.guidance or 1.0)
-        return {"guidance": g, "audio_guidance": spec.audio_guidance or (AUDIO_GUIDANCE if spec.audio_guidance is None
-                                                                          else g),
-                "stg": STG if spec.stg is None else spec.stg,
+        audio = AUDIO_GUIDANCE if spec.audio_guidance is None else spec.audio_guidance or g
+        return {"guidance": g, "audio_guidance": audio, "stg": STG if spec.stg is None else spec.stg,
                 "modality_guidance": MODALITY if spec.modality_guidance is None else spec.modality_guidance,
                 "guidance_rescale": RESCALE if spec.guidance_rescale is None else spec.guidance_rescale}
 
