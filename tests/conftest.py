@@ -36,3 +36,11 @@ def tiny_ltx2(tmp_path_factory) -> Path:
     from tiny_ltx2 import save_tiny_ltx2
 
     return save_tiny_ltx2(tmp_path_factory.mktemp("models") / "tiny-ltx2")
+
+
+@pytest.fixture(scope="session")
+def tiny_ltx2_3(tmp_path_factory) -> Path:
+    """The LTX-2.3 layout (per-modality connectors, gated attention, prompt modulation, bandwidth extension)."""
+    from tiny_ltx2 import save_tiny_ltx2
+
+    return save_tiny_ltx2(tmp_path_factory.mktemp("models") / "tiny-ltx2.3", version="2.3")

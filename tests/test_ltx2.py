@@ -89,6 +89,19 @@ def test_parity_with_diffusers(ltx2, changes):
     assert record["sampling"]["stg"] == changes.get("stg", 1.0)
 
 
+def test_parity_on_the_ltx2_3_layout(tiny_ltx2_3):
+    """LTX-2.3's components (per-modality connectors, gated attention, sigma-modulated prompts, a vocoder with
+    bandwidth extension) through the same adapter, at the pipeline's default guidance."""
+    from diffusers import LTX2Pipeline
+
+    pipe = LTX2Pipeline.from_pretrained(tiny_ltx2_3)
+    pipe.set_progress_bar_config(disable=True)
+    engine = Engine.load(RenderSpec(prompt=PROMPT, model=str(tiny_ltx2_3)))
+    assert type(pipe.vocoder).__name__ == "LTX2VocoderWithBWE"
+    record = assert_parity((engine, pipe), spec_of(tiny_ltx2_3))
+    assert record["audio"]["sample_rate"] == 32000
+
+
 @given(prompt=words(1, 8), negative=st.none() | words(1, 4), frames=st.sampled_from([9, 17]),
        width=st.sampled_from([32, 64]), guidance=st.sampled_from([1.0, 2.5]), audio=st.sampled_from([None, 1.0, 4.0]),
        stg=st.sampled_from([None, 0.0, 1.5]), seed=st.integers(0, 2**31 - 1))

@@ -48,7 +48,9 @@ def tiny_gemma3(vocab_size: int, hidden: int = 32):
     return Gemma3ForConditionalGeneration(cfg).eval()
 
 
-def tiny_ltx2_components(seed: int = 0, layers: int = 29) -> dict:
+def tiny_ltx2_components(seed: int = 0, layers: int = 29, version: str = "2.0") -> dict:
+    """`version` "2.3": LTX-2.3's layout (per-modality text projections straight to the cross-attention widths,
+    gated attention, prompt modulation by sigma, no caption projection, a vocoder with bandwidth extension)."""
     from diffusers import (
         AutoencoderKLLTX2Audio,
         AutoencoderKLLTX2Video,
@@ -56,25 +58,33 @@ def tiny_ltx2_components(seed: int = 0, layers: int = 29) -> dict:
         LTX2VideoTransformer3DModel,
     )
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
-    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder, LTX2VocoderWithBWE
 
     torch.manual_seed(seed)
     tokenizer = gemma_tokenizer()
     text_encoder = tiny_gemma3(len(tokenizer))
     hidden = text_encoder.config.text_config.hidden_size
+    v23 = version == "2.3"
+    new = dict(gated_attn=True, cross_attn_mod=True, audio_gated_attn=True, audio_cross_attn_mod=True,
+               use_prompt_embeddings=False) if v23 else {}
     transformer = LTX2VideoTransformer3DModel(
         in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
         cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
         audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=layers, qk_norm="rms_norm_across_heads",
-        caption_channels=hidden, rope_double_precision=False, rope_type="split", perturbed_attn=True,
+        caption_channels=hidden, rope_double_precision=False, rope_type="split", perturbed_attn=True, **new,
     )
+    # 2.0: one projection to the caption width for both streams; 2.3: one per stream, at its cross-attention width
+    heads = dict(video_connector_num_attention_heads=2, video_connector_attention_head_dim=8,
+                 audio_connector_num_attention_heads=2, audio_connector_attention_head_dim=4,
+                 per_modality_projections=True, video_hidden_dim=16, audio_hidden_dim=8, video_gated_attn=True,
+                 audio_gated_attn=True) if v23 else dict(
+        video_connector_num_attention_heads=4, video_connector_attention_head_dim=8,
+        audio_connector_num_attention_heads=4, audio_connector_attention_head_dim=8)
     connectors = LTX2TextConnectors(
         caption_channels=hidden, text_proj_in_factor=text_encoder.config.text_config.num_hidden_layers + 1,
-        video_connector_num_attention_heads=4, video_connector_attention_head_dim=8, video_connector_num_layers=1,
-        video_connector_num_learnable_registers=None, audio_connector_num_attention_heads=4,
-        audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
+        video_connector_num_layers=1, video_connector_num_learnable_registers=None, audio_connector_num_layers=1,
         audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32, rope_theta=10000.0,
-        rope_double_precision=False, causal_temporal_positioning=False, rope_type="split",
+        rope_double_precision=False, causal_temporal_positioning=False, rope_type="split", **heads,
     )
     # Spatial compression 8 (patch 2, two scaling stages), temporal 4: 9 frames of 32x32 are 3x4x4 tokens.
     vae = AutoencoderKLLTX2Video(
@@ -95,6 +105,17 @@ def tiny_ltx2_components(seed: int = 0, layers: int = 29) -> dict:
         out_channels=2, upsample_kernel_sizes=[8, 8, 20], upsample_factors=[4, 4, 10], resnet_kernel_sizes=[3],
         resnet_dilations=[[1, 3, 5]], leaky_relu_negative_slope=0.1, output_sampling_rate=16000,
     )
+    if v23:  # 16 kHz from the mel, then bandwidth extension to 32 kHz (LTX-2.3: 48 kHz)
+        size = dict(hidden_channels=32, upsample_kernel_sizes=[8, 8, 20], upsample_factors=[4, 4, 10],
+                    resnet_kernel_sizes=[3], resnet_dilations=[[1, 3, 5]])
+        vocoder = LTX2VocoderWithBWE(
+            in_channels=16, out_channels=2, bwe_in_channels=16, bwe_hidden_channels=32, bwe_out_channels=2,
+            bwe_upsample_kernel_sizes=[8, 8, 20], bwe_upsample_factors=[4, 4, 10], bwe_resnet_kernel_sizes=[3],
+            bwe_resnet_dilations=[[1, 3, 5]], filter_length=128, hop_length=80, window_length=128,
+            num_mel_channels=8, input_sampling_rate=16000, output_sampling_rate=32000, **size)
+        for name in ("mel_stft.mel_basis", "mel_stft.stft_fn.forward_basis"):  # zeros in a fresh module
+            buffer = vocoder.get_buffer(name)
+            buffer.copy_(torch.randn_like(buffer) * 0.1)
     # Non-trivial latent statistics, so that (de)normalisation with the VAEs' buffers is exercised.
     vae.latents_mean.copy_(torch.linspace(-0.3, 0.3, 4))
     vae.latents_std.copy_(torch.linspace(0.5, 1.5, 4))
