@@ -35,3 +35,18 @@ def tiny_wan_perframe(tmp_path_factory) -> Path:
 def tiny_wan_tubelet(tmp_path_factory) -> Path:
     """Patches two latent frames deep, as the built-in model's span all of its latent frames."""
     return save_tiny_wan(tmp_path_factory.mktemp("models") / "tiny-wan-tubelet", patch=(2, 2, 2))
+
+
+@pytest.fixture(scope="session")
+def tiny_ltx2(tmp_path_factory) -> Path:
+    from tiny_ltx2 import save_tiny_ltx2
+
+    return save_tiny_ltx2(tmp_path_factory.mktemp("models") / "tiny-ltx2")
+
+
+@pytest.fixture(scope="session")
+def tiny_ltx2_3(tmp_path_factory) -> Path:
+    """The LTX-2.3 layout (per-modality connectors, gated attention, prompt modulation, bandwidth extension)."""
+    from tiny_ltx2 import save_tiny_ltx2
+
+    return save_tiny_ltx2(tmp_path_factory.mktemp("models") / "tiny-ltx2.3", version="2.3")

@@ -114,6 +114,73 @@ LTX095_VAE = dict(LTX091_VAE, src=DIFF + "convert_ltx_to_diffusers.py get_vae_co
                               spatial_compression_ratio=32, temporal_compression_ratio=8))
 
 
+# LTX-2 (2.0): diffusers' scripts/convert_ltx2_to_diffusers.py, version "2.0" configs; every component saved in
+# bf16 (its --*_dtype defaults). The text encoder is Gemma 3 12B (--text_encoder_model_id
+# google/gemma-3-12b-it-qat-q4_0-unquantized), whose 48 layers + embeddings are the connectors' 49 inputs.
+LTX2_SRC = DIFF + "convert_ltx2_to_diffusers.py"
+LTX2_DISK = dict(disk="bfloat16", disk_src=LTX2_SRC + " --*_dtype default bf16")
+GEMMA3_12B = dict(library="transformers", cls="Gemma3ForConditionalGeneration", repeat=[], **LTX2_DISK,
+                  src="google/gemma-3-12b-it config.json (text: 48 layers of 3840, 16 heads of 256, 8 KV heads; "
+                      "vision: SigLIP so400m at 896 px)",
+                  config=dict(model_type="gemma3", mm_tokens_per_image=256,
+                              text_config=dict(model_type="gemma3_text", hidden_size=3840, intermediate_size=15360,
+                                               num_hidden_layers=48, num_attention_heads=16, num_key_value_heads=8,
+                                               head_dim=256, vocab_size=262208, sliding_window=1024,
+                                               rope_theta=1000000.0, query_pre_attn_scalar=256),
+                              vision_config=dict(model_type="siglip_vision_model", hidden_size=1152,
+                                                 intermediate_size=4304, num_hidden_layers=27,
+                                                 num_attention_heads=16, image_size=896, patch_size=14)))
+LTX2_TR = dict(library="diffusers", cls="LTX2VideoTransformer3DModel", repeat=["num_layers"], **LTX2_DISK,
+               src=LTX2_SRC + " get_ltx2_transformer_config('2.0')",
+               config=dict(in_channels=128, out_channels=128, patch_size=1, patch_size_t=1, num_attention_heads=32,
+                           attention_head_dim=128, cross_attention_dim=4096, vae_scale_factors=[8, 32, 32],
+                           pos_embed_max_pos=20, base_height=2048, base_width=2048, audio_in_channels=128,
+                           audio_out_channels=128, audio_patch_size=1, audio_patch_size_t=1,
+                           audio_num_attention_heads=32, audio_attention_head_dim=64, audio_cross_attention_dim=2048,
+                           audio_scale_factor=4, audio_pos_embed_max_pos=20, audio_sampling_rate=16000,
+                           audio_hop_length=160, num_layers=48, activation_fn="gelu-approximate",
+                           qk_norm="rms_norm_across_heads", norm_elementwise_affine=False, norm_eps=1e-6,
+                           caption_channels=3840, attention_bias=True, attention_out_bias=True, rope_theta=10000.0,
+                           rope_double_precision=True, causal_offset=1, timestep_scale_multiplier=1000,
+                           cross_attn_timestep_scale_multiplier=1000, rope_type="split"))
+LTX2_CONNECTORS = dict(library="ltx2", cls="LTX2TextConnectors", **LTX2_DISK,
+                       src=LTX2_SRC + " get_ltx2_connectors_config('2.0')",
+                       config=dict(caption_channels=3840, text_proj_in_factor=49, video_connector_num_attention_heads=30,
+                                   video_connector_attention_head_dim=128, video_connector_num_layers=2,
+                                   video_connector_num_learnable_registers=128, audio_connector_num_attention_heads=30,
+                                   audio_connector_attention_head_dim=128, audio_connector_num_layers=2,
+                                   audio_connector_num_learnable_registers=128, connector_rope_base_seq_len=4096,
+                                   rope_theta=10000.0, rope_double_precision=True, causal_temporal_positioning=False,
+                                   rope_type="split"))
+LTX2_VAE = dict(library="diffusers", cls="AutoencoderKLLTX2Video", **LTX2_DISK,
+                src=LTX2_SRC + " get_ltx2_video_vae_config('2.0') (timestep_conditioning off, the default)",
+                config=dict(in_channels=3, out_channels=3, latent_channels=128, block_out_channels=[256, 512, 1024, 2048],
+                            down_block_types=["LTX2VideoDownBlock3D"] * 4, decoder_block_out_channels=[256, 512, 1024],
+                            layers_per_block=[4, 6, 6, 2, 2], decoder_layers_per_block=[5, 5, 5, 5],
+                            spatio_temporal_scaling=[True] * 4, decoder_spatio_temporal_scaling=[True] * 3,
+                            decoder_inject_noise=[False] * 4,
+                            downsample_type=["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
+                            upsample_residual=[True] * 3, upsample_factor=[2, 2, 2], timestep_conditioning=False,
+                            patch_size=4, patch_size_t=1, resnet_norm_eps=1e-6, encoder_causal=True,
+                            decoder_causal=False, encoder_spatial_padding_mode="zeros",
+                            decoder_spatial_padding_mode="reflect", spatial_compression_ratio=32,
+                            temporal_compression_ratio=8))
+LTX2_AUDIO_VAE = dict(library="diffusers", cls="AutoencoderKLLTX2Audio", **LTX2_DISK,
+                      src=LTX2_SRC + " get_ltx2_audio_vae_config('2.0')",
+                      config=dict(base_channels=128, output_channels=2, ch_mult=[1, 2, 4], num_res_blocks=2,
+                                  attn_resolutions=None, in_channels=2, resolution=256, latent_channels=8,
+                                  norm_type="pixel", causality_axis="height", dropout=0.0,
+                                  mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160,
+                                  is_causal=True, mel_bins=64, double_z=True))
+LTX2_VOCODER = dict(library="ltx2", cls="LTX2Vocoder", **LTX2_DISK, src=LTX2_SRC + " get_ltx2_vocoder_config('2.0')",
+                    config=dict(in_channels=128, hidden_channels=1024, out_channels=2,
+                                upsample_kernel_sizes=[16, 15, 8, 4, 4], upsample_factors=[6, 5, 2, 2, 2],
+                                resnet_kernel_sizes=[3, 7, 11], resnet_dilations=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+                                leaky_relu_negative_slope=0.1, output_sampling_rate=24000))
+LTX2_PARTS = {"text_encoder": GEMMA3_12B, "connectors": LTX2_CONNECTORS, "transformer": LTX2_TR, "vae": LTX2_VAE,
+              "audio_vae": LTX2_AUDIO_VAE, "vocoder": LTX2_VOCODER}
+
+
 def cog_tr(version: str, layers: int, heads: int, rotary: bool, i2v: bool, disk: str) -> dict:
     v15 = version == "1.5"
     cfg = dict(num_layers=layers, num_attention_heads=heads, use_rotary_positional_embeddings=rotary,
@@ -183,7 +250,10 @@ PRESETS: dict[str, tuple[dict, dict, str]] = {
                              "vae": cog_vae(True)}, {"text_encoder": 224}, "cfg"),
     "mochi-1-preview": ({"text_encoder": T5_F32, "transformer": MOCHI_TR, "vae": MOCHI_VAE},
                         {"text_encoder": 256}, "cfg"),
+    "ltx2": (LTX2_PARTS, {"text_encoder": 1024}, "cfg"),
 }
+# The distilled checkpoint has the same architecture (another transformer's weights).
+PRESETS["ltx2-distilled"] = PRESETS["ltx2"]
 # The same files as wan2.1-t2v-14b / i2v-14b-480p under another Hub id.
 PRESETS["wan2.1-t2v-14b-720p"] = PRESETS["wan2.1-t2v-14b-480p"]
 PRESETS["wan2.1-i2v-14b-720p"] = ({**PRESETS["wan2.1-i2v-14b-480p"][0],
@@ -273,7 +343,7 @@ BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 def entry(name: str, d: dict) -> dict:
     comp = Component(name, d["library"], d["cls"], d["config"], d.get("repeat", []), d.get("runs_in", "model"))
-    if d["library"] == "diffusers":  # the full config, defaults filled in as diffusers does
+    if d["library"] != "transformers":  # the full config, defaults filled in as diffusers does
         import torch
 
         from videogen.plan.components import instantiate
@@ -282,7 +352,7 @@ def entry(name: str, d: dict) -> dict:
             comp.config = {k: v for k, v in dict(instantiate(comp).config).items() if not k.startswith("_")}
     stats = weight_stats(comp)
     size = stats.parameters * BYTES[d["disk"]]
-    weights_file = "diffusion_pytorch_model*.safetensors" if d["library"] == "diffusers" else "model*.safetensors"
+    weights_file = "model*.safetensors" if d["library"] == "transformers" else "diffusion_pytorch_model*.safetensors"
     return {"library": d["library"], "class": d["cls"], "config": comp.config, "config_source": d["src"],
             "repeat": comp.repeat, "runs_in": comp.runs_in, "weights": stats.__dict__,
             "weights_source": "parameters counted by building the module from this config on the meta device",

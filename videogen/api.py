@@ -37,6 +37,7 @@ class Result:
     output: Path
     record: dict[str, Any]
     frames: np.ndarray
+    audio: tuple[Any, int] | None = None  # models with sound: waveform [channels, samples] and its sample rate
 
 
 def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun | None = None,
@@ -99,10 +100,11 @@ def render_and_write(engine: Engine, spec: RenderSpec, output: Path, overwrite: 
     if progress:
         progress("write", 0, 1)
     record = dict(result.record)
-    write_video(result.frames, output, result.spec.fps or 16, record, crf=result.spec.crf, overwrite=overwrite)
+    write_video(result.frames, output, result.spec.fps or 16, record, crf=result.spec.crf, overwrite=overwrite,
+                audio=result.audio)
     if progress:
         progress("write", 1, 1)
-    return Result(output=output, record=record, frames=result.frames)
+    return Result(output=output, record=record, frames=result.frames, audio=result.audio)
 
 
 class Session:

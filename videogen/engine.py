@@ -21,7 +21,7 @@ from videogen import loading
 from videogen.errors import RenderError, UserError
 from videogen.families import Family, family_for
 from videogen.families.base import Geometry
-from videogen.sampling import StepCallback, sample
+from videogen.sampling import StepCallback, finite, sample
 from videogen.spec import ENGINE_FIELDS, RenderSpec, where
 
 log = logging.getLogger("videogen")
@@ -191,6 +191,7 @@ class RenderResult:
     frames_float: torch.Tensor  # float32 [F,H,W,3] in [0,1], before quantisation
     spec: RenderSpec  # resolved: every default filled in
     record: dict[str, Any] = field(default_factory=dict)
+    audio: tuple[torch.Tensor, int] | None = None  # waveform [channels, samples] float32 and its sample rate
 
 
 class Engine:
@@ -284,11 +285,14 @@ class Engine:
             progress("denoise", 0, total)
         with opts.cached(spec) if opts is not None else contextlib.nullcontext():
             latents = stage("denoise", lambda: run(plan, self.step_callback(progress, on_step)))
-        if not torch.isfinite(latents).all():
+        if not finite(latents):
             raise RenderError("the sampler produced NaN or infinite values (try --dtype float32 or bfloat16)")
         if progress:
             progress("decode", 0, 1)
         frames = stage("decode", lambda: decode(latents, spec)).clone()  # an ordinary tensor for callers
+        audio = None  # (waveform [channels, samples] float32, sample rate) of models with sound
+        if self.model.sound and not spec.no_audio:
+            audio = stage("decode_audio", lambda: torch.inference_mode()(self.model.decode_audio)(latents, spec))
         if progress:
             progress("decode", 1, 1)
         timings["per_step"] = round(timings["denoise"] / max(total, 1), 4)
@@ -302,7 +306,12 @@ class Engine:
             record["loras"] = lora.record(loras)
         if opts is not None:
             record["engine_options"] = opts.record(spec, frames, reference)
-        return RenderResult(frames=_to_uint8(frames), frames_float=frames, spec=spec, record=record)
+        if audio is not None:
+            wave, rate = audio
+            audio = (wave.clone(), rate)
+            record["audio"] = {"sample_rate": rate, "channels": int(wave.shape[0]),
+                               "duration": round(wave.shape[1] / rate, 6)}
+        return RenderResult(frames=_to_uint8(frames), frames_float=frames, spec=spec, record=record, audio=audio)
 
     @staticmethod
     def step_callback(progress: Progress | None, on_step: StepCallback | None) -> StepCallback | None:

@@ -121,11 +121,24 @@ def read_model_index(path: Path) -> dict[str, Any]:
     return data
 
 
+def diffusers_pipeline_module(library: str) -> bool:
+    """Whether a model index's library names a module of diffusers' own pipelines (LTX-2's connectors and
+    vocoder are `["ltx2", ...]`): diffusers code, not remote code. Told from the installed files, without
+    importing diffusers."""
+    import importlib.util
+
+    if not re.fullmatch(r"[a-z0-9_]+", library):
+        return False
+    spec = importlib.util.find_spec("diffusers")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    return any((Path(root) / "pipelines" / library / "__init__.py").is_file() for root in roots)
+
+
 def check_model_folder(path: Path, variant: str | None = None, fix: str = "") -> Selection:
     """Refuse folders that are not diffusers models, custom code, pickle-only weights, and missing or cut files."""
     index = read_model_index(path)
     for name, (library, _cls) in components(index).items():
-        if library not in ALLOWED_LIBRARIES:
+        if library not in ALLOWED_LIBRARIES and not diffusers_pipeline_module(library):
             raise UserError(
                 f"{path}: component '{name}' comes from '{library}', which is custom code; "
                 f"videogen runs no remote code (only {', '.join(ALLOWED_LIBRARIES)} classes)"
@@ -158,7 +171,12 @@ def load_component(path: Path, name: str, library: str, cls_name: str, dtype: An
     import diffusers
     import transformers
 
-    module = {"diffusers": diffusers, "transformers": transformers}[library]
+    if library in ALLOWED_LIBRARIES:
+        module: Any = {"diffusers": diffusers, "transformers": transformers}[library]
+    else:  # a module of diffusers' pipelines (checked by check_model_folder)
+        import importlib
+
+        module = importlib.import_module(f"diffusers.pipelines.{library}")
     sub = path / name
     if "Tokenizer" in cls_name or cls_name == "TokenizersBackend":
         return transformers.AutoTokenizer.from_pretrained(sub, trust_remote_code=False)

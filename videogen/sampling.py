@@ -39,7 +39,10 @@ class StepInfo:
         return {"step_index": self.index, "sigma": self.sigma, "num_inference_steps": self.total}
 
 
-Predict = Callable[[torch.Tensor, torch.Tensor, Conditioning, StepInfo], torch.Tensor]
+# The loop's latents: one tensor, or a tuple of tensors for a model that denoises several streams together (video
+# and sound); the loop only hands them around, the family's predict, guide and step read them.
+Latents = Any
+Predict = Callable[[Latents, torch.Tensor, Conditioning, StepInfo], Latents]
 # on_step(step_index, total, latents, x0): latents in the family's own layout after the step; x0 the clean-video
 # estimate of that step as model-space latents [B,C,F,h,w] (what a latent format's RGB factors apply to).
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor | None], None]
@@ -58,9 +61,10 @@ class Plan:
     `step(output, t, latents)` advances the sampler; by default the scheduler's own `step`.
     `after_step(latents, i)` lets an adapter re-impose conditioning (e.g. a clean first frame).
     `x0` gives the step's clean estimate, `to_video` maps loop latents to [B,C,F,h,w] (for step callbacks).
+    `guide` replaces classifier-free guidance with the family's own combination of network passes.
     """
 
-    latents: torch.Tensor
+    latents: Latents
     scheduler: Any
     timesteps: torch.Tensor
     predict: Predict
@@ -69,9 +73,12 @@ class Plan:
     uncond: Conditioning | None
     guidance: Callable[[torch.Tensor], float]
     batch_cfg: bool = False
-    step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    step: Callable[[Latents, torch.Tensor, Latents], Latents] | None = None
     after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None
     x0: X0 | None = None
+    # A family's own guidance, replacing classifier-free guidance: `guide(plan, x, t, step)` runs its network
+    # passes through `forward` (so each keeps its cache context) and combines them its own way.
+    guide: Callable[[Plan, Latents, torch.Tensor, StepInfo], Latents] | None = None
     to_video: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
     # Schedule positions run before `timesteps` begins (video-to-video starts part-way): sigmas and x0 are
     # indexed from there, and the scheduler finds its own place from the first timestep, as diffusers'
@@ -85,7 +92,12 @@ def cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     return uncond + scale * (cond - uncond)
 
 
-def forward(plan: Plan, x: torch.Tensor, t: torch.Tensor, c: Conditioning, step: StepInfo) -> torch.Tensor:
+def finite(x: Latents) -> bool:
+    """Whether every value of the latents (each stream of a tuple) is finite."""
+    return all(bool(torch.isfinite(part).all()) for part in (x if isinstance(x, tuple) else (x,)))
+
+
+def forward(plan: Plan, x: Latents, t: torch.Tensor, c: Conditioning, step: StepInfo) -> Latents:
     """One network call inside the network's cache context (a step cache keys its state on `c.name`)."""
     module = plan.network(t)
     context = getattr(module, "cache_context", None)
@@ -109,7 +121,7 @@ def guided_prediction(plan: Plan, x: torch.Tensor, t: torch.Tensor, step: StepIn
     return cfg(cond, uncond, scale)
 
 
-def sample(plan: Plan, callback: StepCallback | None = None) -> torch.Tensor:
+def sample(plan: Plan, callback: StepCallback | None = None) -> Latents:
     """Run the sampler over `plan.timesteps`; returns the final latents."""
     step = plan.step or (lambda out, t, x: plan.scheduler.step(out, t, x, return_dict=False)[0])
     if hasattr(plan.scheduler, "set_begin_index") and plan.skip == 0:
@@ -118,10 +130,11 @@ def sample(plan: Plan, callback: StepCallback | None = None) -> torch.Tensor:
     total = len(plan.timesteps)
     sigmas = getattr(plan.scheduler, "sigmas", None)
     pair = Conditioning.concat([plan.uncond, plan.cond]) if plan.batch_cfg and plan.uncond is not None else None
+    guide = plan.guide or (lambda p, x, t, s: guided_prediction(p, x, t, s, pair))
     for i, t in enumerate(plan.timesteps):
         at = plan.skip + i  # the step's position in the scheduler's whole schedule
         sigma = float(sigmas[at]) if sigmas is not None and at < len(sigmas) else None
-        out = guided_prediction(plan, x, t, StepInfo(i, total, sigma), pair)
+        out = guide(plan, x, t, StepInfo(i, total, sigma))
         # the estimate is taken before the step (the step may keep state that x0 must not see)
         x0 = plan.x0(out, t, x, at) if callback is not None and plan.x0 is not None else None
         x = step(out, t, x)

@@ -52,6 +52,15 @@ class RenderSpec:
     true_guidance: float | None = _f(help="True classifier-free guidance of guidance-distilled models "
                                      "(HunyuanVideo): above 1 it guides away from --negative-prompt, at twice the "
                                      "cost per step.", range=(0.0, 100.0))
+    # LTX-2's guidance terms (the sound's spatio-temporal, modality and rescale terms follow the video's).
+    audio_guidance: float | None = _f(help="Classifier-free guidance of the sound track (LTX-2; default 7).",
+                                      range=(0.0, 100.0))
+    stg: float | None = _f(help="Spatio-temporal guidance: away from the model with its STG block's self-attention "
+                           "skipped (LTX-2; default 1, 0 turns it off).", range=(0.0, 100.0))
+    modality_guidance: float | None = _f(help="Modality guidance: away from the model with video and sound "
+                                         "isolated (LTX-2; default 3, 1 turns it off).", range=(0.0, 100.0))
+    guidance_rescale: float | None = _f(help="Share of the guided estimate rescaled to the conditional one's spread "
+                                        "(LTX-2; default 0.7).", range=(0.0, 1.0))
     seed: int | None = _f(help="Seed of the initial noise (random and recorded if not given).", range=(0, 2**63 - 1))
     fps: int | None = _f(help="Frames per second of the output.", range=(1, 240))
     scheduler: str | None = _f(help="unipc | euler | dpm++ (default: the model's own).")
@@ -90,6 +99,7 @@ class RenderSpec:
     # None: the model's default (the built-in model batches, being small; others do not).
     batch_cfg: bool | None = _f(None, "Guidance as one batched forward (faster, more memory).")
     # Output options: they do not change the frames.
+    no_audio: bool = _f(False, "Write the video without its sound track (models with sound: LTX-2).", kind=OUTPUT)
     crf: int = _f(18, "Video quality for MP4/WebM (0 best .. 51 worst; default 18).", range=(0, 51), kind=OUTPUT)
     # Not part of the render: where each value came from (see `where`), for error messages.
     extras: dict[str, Any] = field(default_factory=dict, compare=False)

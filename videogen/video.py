@@ -185,8 +185,44 @@ def _ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _encode(frames: np.ndarray, path: Path | None, fps: int, kind: str, crf: int, comment: str) -> None:
-    """MP4 or WebM through ffmpeg; `path` None streams fragmented MP4 to stdout."""
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # the sample rates Opus encodes
+
+
+def _encode(frames: np.ndarray, path: Path | None, fps: int, kind: str, crf: int, comment: str,
+            audio: tuple[np.ndarray, int] | None = None) -> None:
+    """MP4 or WebM through ffmpeg; `path` None streams fragmented MP4 to stdout. `audio` (waveform
+    [channels, samples] float32, rate) becomes the sound track: AAC in MP4, Opus in WebM."""
+    if audio is None:
+        return _run_ffmpeg(frames, path, fps, kind, crf, comment, [])
+    from videogen import audio as sound
+
+    wave, rate = audio
+    track = sound.fitted(np.asarray(wave, dtype=np.float32), rate, len(frames) / fps)
+    # the track goes to ffmpeg as a WAV file beside the output's temporary file (removed with it, or by the
+    # next run if this one is killed), or in the system's temporary folder when streaming to stdout
+    if path is None:
+        with tempfile.NamedTemporaryFile(suffix=".wav", prefix="videogen-audio-") as f:
+            f.write(sound.wav_bytes(track, rate))
+            f.flush()
+            return _run_ffmpeg(frames, None, fps, kind, crf, comment, _audio_args(f.name, kind, rate))
+    wav = path.with_suffix(".wav")
+    try:
+        wav.write_bytes(sound.wav_bytes(track, rate))
+        _run_ffmpeg(frames, path, fps, kind, crf, comment, _audio_args(str(wav), kind, rate))
+    finally:
+        wav.unlink(missing_ok=True)
+
+
+def _audio_args(wav: str, kind: str, rate: int) -> list[str]:
+    if kind == "webm":
+        codec = ["-c:a", "libopus", "-b:a", "128k", *([] if rate in OPUS_RATES else ["-ar", "48000"])]
+    else:
+        codec = ["-c:a", "aac", "-b:a", "192k"]
+    return ["-i", wav, "-map", "0:v", "-map", "1:a", *codec]
+
+
+def _run_ffmpeg(frames: np.ndarray, path: Path | None, fps: int, kind: str, crf: int, comment: str,
+                audio_args: list[str]) -> None:
     f, h, w, _ = frames.shape
     if kind in ("mp4", "webm") and (h % 2 or w % 2):
         raise UserError(f"{kind} (yuv420p) needs an even width and height, not {w}x{h}")
@@ -198,7 +234,7 @@ def _encode(frames: np.ndarray, path: Path | None, fps: int, kind: str, crf: int
     else:
         codec = ["-c:v", "libvpx-vp9", "-crf", str(crf), "-b:v", "0", "-f", "webm"]
     cmd = [_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-an", *codec, "-pix_fmt", "yuv420p",
+           "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", *(audio_args or ["-an"]), *codec, "-pix_fmt", "yuv420p",
            "-metadata", f"comment={comment}", "pipe:1" if path is None else str(path)]
     sys.stdout.flush()
     proc = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), stderr=subprocess.PIPE,
@@ -226,8 +262,11 @@ def _pngs(frames: np.ndarray, folder: Path) -> None:
 
 
 def write_video(frames: np.ndarray, output: Path, fps: int, record: dict[str, Any], *, crf: int = 18,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, audio: tuple[Any, int] | None = None) -> Path:
     """Write frames [F,H,W,3] uint8 and the run record; both appear only when complete, or not at all.
+
+    `audio` (waveform [channels, samples], sample rate) is muxed into MP4 and WebM in the same write, so a video
+    never appears without its sound; GIF and PNG frames have no sound track.
 
     `record` is completed in place with what the written record holds: `output` and `timings.write` (the time
     the frames took to write), so that the record on disk equals the one a caller prints. `output` STDOUT
@@ -236,7 +275,7 @@ def write_video(frames: np.ndarray, output: Path, fps: int, record: dict[str, An
     record["output"] = str(output)
     comment = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
     if output == STDOUT:
-        _encode(frames, None, fps, "mp4", crf, comment)
+        _encode(frames, None, fps, "mp4", crf, comment, _wave(audio))
         record.setdefault("timings", {})["write"] = round(time.perf_counter() - start, 4)
         return output
     kind = output_kind(output)
@@ -249,7 +288,7 @@ def write_video(frames: np.ndarray, output: Path, fps: int, record: dict[str, An
     rec_tmp = rec_final.with_name(_partial_prefix(rec_final) + str(os.getpid())) if kind != "png" else None
     try:
         if kind in ("mp4", "webm"):
-            _encode(frames, tmp, fps, kind, crf, comment)
+            _encode(frames, tmp, fps, kind, crf, comment, _wave(audio))
         elif kind == "gif":
             _gif(frames, tmp, fps)
         else:
@@ -274,6 +313,14 @@ def write_video(frames: np.ndarray, output: Path, fps: int, record: dict[str, An
             if p is not None and (p.exists() or p.is_symlink()):
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     return output
+
+
+def _wave(audio: tuple[Any, int] | None) -> tuple[np.ndarray, int] | None:
+    """A waveform tensor or array as float32 numpy."""
+    if audio is None:
+        return None
+    wave, rate = audio
+    return (wave.numpy() if hasattr(wave, "numpy") else np.asarray(wave)).astype(np.float32), int(rate)
 
 
 def _fsync(path: Path) -> None:

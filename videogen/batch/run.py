@@ -306,7 +306,8 @@ def render_item(engine: Any, item: Item, batch_file: str, report: Reporter) -> d
     record["frames_sha256"] = hashlib.sha256(result.frames.tobytes()).hexdigest()
     record["batch"] = {"file": batch_file, "where": item.where, "index": item.index, "key": item.key}
     remove_output(item)  # a corrupt or foreign file that resume decided to replace
-    write_video(result.frames, item.output, result.spec.fps or 16, record, crf=item.spec.crf, overwrite=False)
+    write_video(result.frames, item.output, result.spec.fps or 16, record, crf=item.spec.crf, overwrite=False,
+                audio=result.audio)  # the sound is muxed in the same atomic write as the frames
     write_poster(result.frames, item.output)
     if report.progress:
         report.progress("write", 1, 1)

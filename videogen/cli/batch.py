@@ -38,7 +38,8 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stder
 
 # Options of `generate` that are not render fields (or that a batch has its own version of).
 NOT_RENDER = {"prompt", "preset", "output", "from_", "allow_different_model", "overwrite", "as_json", "quiet",
-              "preview", "trace", "trace_fast"}  # watching the denoising: generate only, for now
+              "preview", "trace", "trace_fast",  # watching the denoising: generate only, for now
+              "audio"}  # one WAV file: generate only (a batch's videos carry their sound)
 
 
 def batch_command(generate: Callable[..., Any]) -> Callable[..., None]:

@@ -47,6 +47,8 @@ def generate(
     model: o.Model = None, revision: o.Revision = None, variant: o.Variant = None, preset: o.PresetOpt = None, negative_prompt: o.Negative = None,
     frames: o.Frames = None, height: o.Height = None, width: o.Width = None, steps: o.Steps = None,
     guidance: o.Guidance = None, guidance_2: o.Guidance2 = None, true_guidance: o.TrueGuidance = None,
+    audio_guidance: o.AudioGuidance = None, stg: o.Stg = None, modality_guidance: o.ModalityGuidance = None,
+    guidance_rescale: o.GuidanceRescale = None, no_audio: o.NoAudio = None, audio: o.AudioWav = None,
     seed: o.Seed = None, fps: o.Fps = None,
     image: o.Image = None, last_image: o.LastImage = None, scheduler: o.Scheduler = None,
     video: o.Video = None, mask: o.Mask = None, reference_images: o.ReferenceImage = None,
@@ -80,6 +82,8 @@ def generate(
     )
     flags.update(o.flag_values(video=video, mask=mask, reference_images=reference_images,
                                conditioning_scale=conditioning_scale, strength=strength, fit=fit))
+    flags.update(o.flag_values(audio_guidance=audio_guidance, stg=stg, modality_guidance=modality_guidance,
+                               guidance_rescale=guidance_rescale, no_audio=no_audio))
     if prompt == "-":
         prompt = sys.stdin.read().strip()
         if not prompt:
@@ -96,7 +100,7 @@ def generate(
     spec = o.merge(prompt, flags, preset, rerun)
     record = render_one(spec, output, overwrite=overwrite, quiet=quiet, rerun=rerun,
                         allow_different_model=allow_different_model,
-                        watch=w.Watch(preview=preview, trace=trace, trace_fast=trace_fast))
+                        watch=w.Watch(preview=preview, trace=trace, trace_fast=trace_fast), audio=audio)
     if output == STDOUT:
         return  # stdout carries only the video
     if as_json:

@@ -48,6 +48,11 @@ Scheduler, FlowShift, MaxTokens, Crf = option("scheduler"), option("flow_shift")
 Device, Dtype, Offload, VaeTiling = option("device"), option("dtype"), option("offload"), option("vae_tiling")
 Compile, Attention, CacheOpt, CacheThreshold = option("compile"), option("attention"), option("cache"), option("cache_threshold")
 CacheDrift, Quantize, BatchCfg = option("cache_drift"), option("quantize"), option("batch_cfg")
+# --- LTX-2: its guidance terms and its sound track ---
+AudioGuidance, Stg = option("audio_guidance"), option("stg")
+ModalityGuidance, GuidanceRescale = option("modality_guidance"), option("guidance_rescale")
+NoAudio = Annotated[bool | None, typer.Option("--no-audio", help=declarations()["no_audio"]["help"], rich_help_panel=R)]
+AudioWav = Annotated[Path | None, typer.Option("--audio", help="Also write the sound track as it came from the vocoder: a float32 WAV at its sample rate and channels (models with sound: LTX-2).", rich_help_panel=R)]
 # --- LoRA and exact schedules: list fields, so their options are built here by hand ---
 L = "LoRA and schedule"
 Lora = Annotated[list[str] | None, typer.Option("--lora", metavar="PATH:WEIGHT@EXPERT", help=declarations()["loras"]["help"], rich_help_panel=L)]

@@ -10,13 +10,15 @@ from videogen.families.cogvideox import CogVideoX
 from videogen.families.hunyuan import Hunyuan
 from videogen.families.hunyuan15 import Hunyuan15, Hunyuan15I2V
 from videogen.families.ltx import LTX
+from videogen.families.ltx2 import LTX2
 from videogen.families.mochi import Mochi
 from videogen.families.wan import Wan
 from videogen.families.wan_i2v import WanI2V
 from videogen.families.wan_v2v import WanV2V
 from videogen.families.wan_vace import WanVACE
 
-FAMILIES: list[type[Family]] = [Wan, WanI2V, WanVACE, WanV2V, LTX, CogVideoX, Hunyuan, Hunyuan15, Hunyuan15I2V, Mochi]
+FAMILIES: list[type[Family]] = [Wan, WanI2V, WanVACE, WanV2V, LTX, LTX2, CogVideoX, Hunyuan, Hunyuan15, Hunyuan15I2V,
+                               Mochi]
 
 
 def family_for(index: dict[str, Any], where: str) -> type[Family]:

@@ -35,6 +35,11 @@ OPTIONAL_FIELDS: dict[str, str] = {
     "dynamic_guidance": "is CogVideoX's cosine guidance ramp",
     "scheduler": "chooses a flow-matching sampler",
     "flow_shift": "shifts a flow-matching schedule",
+    "audio_guidance": "guides a sound track (LTX-2)",
+    "stg": "is LTX-2's spatio-temporal guidance",
+    "modality_guidance": "is LTX-2's audio-video modality guidance",
+    "guidance_rescale": "is LTX-2's guidance rescale",
+    "no_audio": "is for models that make sound (LTX-2)",
 }
 
 
@@ -123,6 +128,7 @@ class Family(ABC):
     # and those it cannot render without; any other one set is refused before loading.
     inputs: ClassVar[frozenset[str]] = frozenset()
     required_inputs: ClassVar[frozenset[str]] = frozenset()
+    sound: ClassVar[bool] = False  # whether its models make a sound track (`decode_audio`)
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         self.path, self.index, self.device, self.dtype = path, index, device, dtype
@@ -369,6 +375,10 @@ class Family(ABC):
         # de-normalised in the wider of the two dtypes, as the pipelines do, then decoded in the VAE's
         z = self.format.denormalize(self.vae, z.to(torch.promote_types(z.dtype, self.vae.dtype)))
         return vae_ops.to_frames(self.vae_decode(z, spec))[0]
+
+    def decode_audio(self, latents: Any, spec: RenderSpec) -> tuple[torch.Tensor, int] | None:
+        """Final latents -> (waveform [channels, samples] float32 on the CPU, sample rate); None when silent."""
+        return None
 
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:

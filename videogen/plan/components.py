@@ -41,10 +41,12 @@ def instantiate(comp: Component, overrides: dict[str, Any] | None = None) -> tor
     """The module for `comp` in the current default device and dtype (no weights are read)."""
     config = {k: v for k, v in comp.config.items() if not k.startswith("_")}
     config.update(overrides or {})
-    if comp.library == "diffusers":
-        import diffusers
+    if comp.library != "transformers":  # diffusers, or one of its pipeline modules (LTX-2's "ltx2")
+        import importlib
 
-        return getattr(diffusers, comp.cls).from_config(config).eval()
+        module = importlib.import_module("diffusers" if comp.library == "diffusers"
+                                         else f"diffusers.pipelines.{comp.library}")
+        return getattr(module, comp.cls).from_config(config).eval()
     import transformers
 
     model_type = config.pop("model_type")

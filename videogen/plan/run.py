@@ -44,6 +44,12 @@ def plan_for(flags: dict[str, Any], preset: str | None) -> dict[str, Any]:
         card.data["text_tokens"] = {k: min(v, spec.max_sequence_length) if k == "text_encoder" else v
                                     for k, v in card.data["text_tokens"].items()}
     assert spec.frames and spec.height and spec.width
+    from videogen.plan.inputs import DENOISERS
+
+    for comp in card.data["components"].values():  # before any trace: one the planner cannot feed is refused
+        if comp["class"].endswith("Transformer3DModel") and comp["class"] not in DENOISERS:
+            raise UserError(f"videogen plan does not know the inputs of {comp['class']} yet "
+                            f"(known: {', '.join(DENOISERS)})")
     lat = card.data["latent"]
     if spec.height % lat["spatial"] or spec.width % lat["spatial"]:
         raise UserError(f"--height/--width must be multiples of {lat['spatial']} for this model")
