@@ -14,7 +14,6 @@ from tiny_ltx import save_tiny_ltx
 
 from videogen.engine import Engine
 from videogen.errors import UserError
-from videogen.lora.hunyuan_names import FUSED
 from videogen.spec import RenderSpec
 
 TOL = 1e-4
@@ -23,8 +22,9 @@ FRAMES, SIZE, STEPS, SEED = 9, 32, 2, 7
 
 
 def spec_for(folder: Path, *loras: str) -> RenderSpec:
+    # fps 25: LTX's pipeline conditions its RoPE on frame_rate, 25 by default (HunyuanVideo ignores it)
     return RenderSpec(prompt=PROMPT, model=str(folder), frames=FRAMES, height=SIZE, width=SIZE, steps=STEPS,
-                      guidance=3.0, seed=SEED, device="cpu", dtype="float32", loras=tuple(loras))
+                      guidance=3.0, seed=SEED, fps=25, device="cpu", dtype="float32", loras=tuple(loras))
 
 
 def diffusers_frames(pipe, loras: list[tuple[Path, float]]) -> torch.Tensor:
@@ -94,10 +94,13 @@ def hunyuan(tmp_path_factory):
 
 
 def hunyuan_layers(with_linear1: bool) -> dict[str, tuple[str, ...]]:
-    """Original layers -> their diffusers modules, in the fused row order (tiny model: one block of each kind)."""
-    fused = {f"{block}.0.{piece}": tuple(f"{dict(double_blocks='transformer_blocks', single_blocks='single_transformer_blocks')[block]}.0.{t}"
-                                         for t in targets) for (block, piece), targets in FUSED.items()}
-    layers = {k: v for k, v in fused.items() if with_linear1 or "linear1" not in k}
+    """Original layers -> their diffusers modules, in the fused row order (tiny model: one block of each kind),
+    written out here from diffusers' converter rather than taken from videogen's table."""
+    d, s = "transformer_blocks.0.attn.", "single_transformer_blocks.0."
+    layers = {"double_blocks.0.img_attn_qkv": (f"{d}to_q", f"{d}to_k", f"{d}to_v"),
+              "double_blocks.0.txt_attn_qkv": (f"{d}add_q_proj", f"{d}add_k_proj", f"{d}add_v_proj")}
+    if with_linear1:
+        layers["single_blocks.0.linear1"] = (f"{s}attn.to_q", f"{s}attn.to_k", f"{s}attn.to_v", f"{s}proj_mlp")
     layers.update({"double_blocks.0.img_attn_proj": ("transformer_blocks.0.attn.to_out.0",),
                    "double_blocks.0.txt_mlp.fc2": ("transformer_blocks.0.ff_context.net.2",),
                    "double_blocks.0.img_mlp.fc1": ("transformer_blocks.0.ff.net.0.proj",),
