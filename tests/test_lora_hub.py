@@ -1,18 +1,14 @@
-"""`--lora ORG/NAME[/FILE]`: LoRAs named by their Hugging Face Hub repo, as a user walks it: `videogen` as a
+"""`--lora ORG/NAME[/FILE]`: LoRAs named by their Hugging Face Hub repo, refused as a user meets it: `videogen` as a
 subprocess configured only by HF_HOME / HF_HUB_OFFLINE / HOME / XDG_CONFIG_HOME, over a Hub cache laid out as
-huggingface_hub lays it out (tests/hub_cache.py), and `videogen download` against a Hub on 127.0.0.1."""
+huggingface_hub lays it out (tests/hub_cache.py). The whole path with renders, `videogen download` and `--from`
+is test_lora_cli.py's stacked-LoRA test."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hub_cache import COMMIT, lay_out
-from hub_server import Hub, serve
-from PIL import Image
 from test_hub_cache import one_error_line, videogen
 from tiny_lora import random_lora, write_comfy, write_musubi
 
@@ -20,15 +16,6 @@ from videogen.lora.refs import hub_id_of, parse_ref
 
 SIZE = ["--frames", "5", "--height", "16", "--width", "16", "--steps", "2", "--seed", "4",
         "--max-sequence-length", "16"]
-NEW_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def frames(folder: Path) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))])
 
 
 @pytest.fixture(scope="module")
@@ -68,40 +55,6 @@ def cached(repos, tmp_path) -> dict[str, str]:
     return env
 
 
-def test_hub_loras_render_record_and_rerun(tiny_wan, repos, cached, tmp_path):
-    out = tmp_path / "out"
-    r = run_cli("generate", "a red cat", "-m", tiny_wan, *SIZE, "--lora", "org/style:0.8",
-                "--lora", "org/pack/b.safetensors:-0.5", "-o", out, "--json", "-q", env=cached, cwd=tmp_path)
-    assert r.code == 0, r.err
-    snap = Path(cached["HF_HOME"]) / "hub" / "models--org--style" / "snapshots" / COMMIT
-    style, b = [{k: e[k] for k in ("path", "hub_id", "file", "revision", "sha256", "weight", "modules")}
-                for e in json.loads(r.out)["loras"]]
-    assert style == {"path": str(snap / "style.safetensors"), "hub_id": "org/style", "file": "style.safetensors",
-                     "revision": COMMIT, "sha256": sha(repos["org/style"] / "style.safetensors"), "weight": 0.8,
-                     "modules": 20}
-    assert (b["hub_id"], b["file"], b["sha256"], b["modules"]) == (
-        "org/pack", "b.safetensors", sha(repos["org/pack"] / "b.safetensors"), 2)
-    assert json.loads(r.out)["spec"]["loras"] == ["org/style/style.safetensors:0.8@both",
-                                                  "org/pack/b.safetensors:-0.5@both"]
-
-    again = tmp_path / "again"  # --from, from another folder: the Hub ids resolve through the cache again
-    (tmp_path / "elsewhere").mkdir()
-    r = run_cli("generate", "--from", out / "run.json", "-o", again, "-q", env=cached, cwd=tmp_path / "elsewhere")
-    assert r.code == 0, r.err
-    assert np.array_equal(frames(again), frames(out))
-
-    # The repo moves on: main now names a commit whose style.safetensors differs. --from refuses it.
-    changed = tmp_path / "changed-repo"
-    changed.mkdir()
-    write_comfy(random_lora(tiny_wan, seed=9), changed / "style.safetensors")
-    lay_out(changed, Path(cached["HF_HOME"]), "org/style", commit=NEW_COMMIT)
-    r = run_cli("generate", "--from", out / "run.json", "-o", tmp_path / "moved", "-q", env=cached, cwd=tmp_path)
-    line = one_error_line(r)
-    assert "LoRA file org/style/style.safetensors changed since that run" in line
-    assert f"commit {COMMIT[:12]} then, {NEW_COMMIT[:12]} now" in line
-    assert not (tmp_path / "moved").exists()
-
-
 def test_hub_loras_refused_in_one_line_before_loading(tiny_wan, cached, tmp_path):
     cases = [("org/pack", "LoRA 'org/pack': the cached snapshot 0123456789ab holds 2 .safetensors files "
                           "(a.safetensors, b.safetensors); name one, e.g. org/pack/a.safetensors"),
@@ -139,35 +92,3 @@ def test_a_path_that_exists_wins_over_a_hub_id(repos, tmp_path, monkeypatch):
     assert (ref.path, ref.hub_id, ref.weight) == (local, None, 0.5)
     assert ref.canonical() == f"{local}:0.5@both"
 
-
-def test_download_fetches_a_lora_file_and_an_online_render_fetches_its_lora(tiny_wan, repos, tmp_path):
-    """Against a Hub on 127.0.0.1 (tests/hub_server.py), with huggingface_hub's own client."""
-    from hub_server import COMMIT as HUB_COMMIT
-
-    hub = Hub()
-    for repo_id, folder in repos.items():
-        hub.add(repo_id, folder)
-    server = serve(hub)
-    try:
-        env = user_env(tmp_path, HF_ENDPOINT=hub.url)
-        env.pop("HF_HUB_OFFLINE")
-        line = one_error_line(videogen("download", "org/pack", env=env, cwd=tmp_path))
-        assert "the repo holds 2 .safetensors files (a.safetensors, b.safetensors)" in line
-        r = videogen("download", "org/pack/b.safetensors", "-q", env=env, cwd=tmp_path)
-        assert r.returncode == 0, r.stderr
-        snap = tmp_path / "hf" / "hub" / "models--org--pack" / "snapshots" / HUB_COMMIT
-        assert r.stdout == f"{snap / 'b.safetensors'}\n"
-        assert (snap / "b.safetensors").read_bytes() == (repos["org/pack"] / "b.safetensors").read_bytes()
-        assert sorted(p.name for p in snap.iterdir()) == ["b.safetensors"]  # the named file only
-        assert (snap.parent.parent / "refs" / "main").read_text() == HUB_COMMIT
-
-        out = tmp_path / "online"  # not cached yet: fetched (the repo's one .safetensors file), then rendered
-        r = videogen("generate", "a red cat", "-m", tiny_wan, *SIZE, "--lora", "org/style", "-o", out, "--json",
-                     "-q", env=env, cwd=tmp_path)
-        assert r.returncode == 0, r.stderr
-        (entry,) = json.loads(r.stdout)["loras"]
-        assert (entry["hub_id"], entry["file"], entry["revision"]) == ("org/style", "style.safetensors", HUB_COMMIT)
-        assert entry["sha256"] == sha(repos["org/style"] / "style.safetensors")
-        assert not (tmp_path / "hf" / "hub" / "models--org--style" / "snapshots" / HUB_COMMIT / "README.md").exists()
-    finally:
-        server.shutdown()
