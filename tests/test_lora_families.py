@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_hunyuan import save_tiny_hunyuan
 from tiny_lora import model_shapes
-from tiny_ltx import save_tiny_ltx
 
 from videogen.engine import Engine
 from videogen.errors import UserError
@@ -18,23 +16,26 @@ from videogen.spec import RenderSpec
 
 TOL = 1e-4
 PROMPT = "a red cat runs on the beach"
-FRAMES, SIZE, STEPS, SEED = 9, 32, 2, 7
+STEPS, SEED = 2, 7
+SHAPES = {"hunyuan": (5, 16), "ltx": (9, 32)}  # (frames, size): the smallest each family's VAE takes
 
 
 def spec_for(folder: Path, *loras: str) -> RenderSpec:
+    frames, size = SHAPES[folder.name.removeprefix("tiny-")]
     # fps 25: LTX's pipeline conditions its RoPE on frame_rate, 25 by default (HunyuanVideo ignores it)
-    return RenderSpec(prompt=PROMPT, model=str(folder), frames=FRAMES, height=SIZE, width=SIZE, steps=STEPS,
+    return RenderSpec(prompt=PROMPT, model=str(folder), frames=frames, height=size, width=size, steps=STEPS,
                       guidance=3.0, seed=SEED, fps=25, device="cpu", dtype="float32", loras=tuple(loras))
 
 
-def diffusers_frames(pipe, loras: list[tuple[Path, float]]) -> torch.Tensor:
+def diffusers_frames(pipe, loras: list[tuple[Path, float]], family: str) -> torch.Tensor:
     """The family's pipeline with diffusers' own loader (`load_lora_weights` + `set_adapters`), frames [F,H,W,3]."""
     for i, (path, _w) in enumerate(loras):
         pipe.load_lora_weights(str(path), adapter_name=f"l{i}")
     if loras:
         pipe.set_adapters([f"l{i}" for i in range(len(loras))], [w for _p, w in loras])
+    frames, size = SHAPES[family]
     torch.manual_seed(SEED)  # LTX's decoder draws from the global RNG; videogen seeds it the same way
-    out = pipe(prompt=PROMPT, num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=STEPS,
+    out = pipe(prompt=PROMPT, num_frames=frames, height=size, width=size, num_inference_steps=STEPS,
                guidance_scale=3.0, generator=torch.Generator("cpu").manual_seed(SEED), output_type="pt")
     if loras:
         pipe.unload_lora_weights()
@@ -84,10 +85,10 @@ class Lora:
 
 
 @pytest.fixture(scope="module")
-def hunyuan(tmp_path_factory):
+def hunyuan(tiny_hunyuan):
     from diffusers import HunyuanVideoPipeline
 
-    folder = save_tiny_hunyuan(tmp_path_factory.mktemp("models") / "tiny-hunyuan")
+    folder = tiny_hunyuan
     pipe = HunyuanVideoPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     return folder, Engine.load(spec_for(folder)), pipe
@@ -115,7 +116,7 @@ def test_hunyuan_original_format_matches_diffusers(hunyuan, tmp_path):
     lora = Lora(model_shapes(folder), hunyuan_layers(with_linear1=False), seed=1, alpha=None)
     path = lora.write_original(tmp_path / "original.safetensors", "diffusion_model.")
     result = engine.render(spec_for(folder, f"{path}:0.8"))
-    ref = diffusers_frames(pipe, [(path, 0.8)])
+    ref = diffusers_frames(pipe, [(path, 0.8)], "hunyuan")
     plain = engine.render(spec_for(folder)).frames_float
     assert float((result.frames_float - plain).abs().max()) > 100 * TOL  # the LoRA changes the frames
     assert float((result.frames_float - ref).abs().max()) <= TOL
@@ -140,7 +141,7 @@ def test_hunyuan_fused_layers_diffusers_cannot_split_equal_their_diffusers_conve
     entry = result.record["loras"][0]
     assert entry["modules"] == 14 and entry["unmatched"] == 0
     assert entry["converter"].startswith("videogen")
-    ref = diffusers_frames(pipe, [(twin, -0.6)])
+    ref = diffusers_frames(pipe, [(twin, -0.6)], "hunyuan")
     assert float((result.frames_float - ref).abs().max()) <= TOL
 
 
@@ -148,10 +149,10 @@ def test_hunyuan_fused_layers_diffusers_cannot_split_equal_their_diffusers_conve
 
 
 @pytest.fixture(scope="module")
-def ltx(tmp_path_factory):
+def ltx(tiny_ltx):
     from diffusers import LTXPipeline
 
-    folder = save_tiny_ltx(tmp_path_factory.mktemp("models") / "tiny-ltx")
+    folder = tiny_ltx
     pipe = LTXPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     return folder, Engine.load(spec_for(folder)), pipe
@@ -171,7 +172,7 @@ def test_ltx_comfyui_format_matches_diffusers(ltx, tmp_path):
     path = lora.write_original(tmp_path / "comfy.safetensors", "diffusion_model.")
     result = engine.render(spec_for(folder, f"{path}:0.9"))
     plain = engine.render(spec_for(folder)).frames_float
-    ref = diffusers_frames(pipe, [(path, 0.9)])
+    ref = diffusers_frames(pipe, [(path, 0.9)], "ltx")
     assert float((result.frames_float - plain).abs().max()) > 100 * TOL
     assert float((result.frames_float - ref).abs().max()) <= TOL
     assert result.record["loras"][0]["modules"] == len(blocks) * len(LTX_BLOCK)
@@ -189,7 +190,7 @@ def test_ltx_original_names_equal_their_diffusers_conversion(ltx, tmp_path):
     twin = lora.write_diffusers(tmp_path / "twin.safetensors")
     result = engine.render(spec_for(folder, str(path)))
     assert result.record["loras"][0]["modules"] == 3 and result.record["loras"][0]["unmatched"] == 0
-    ref = diffusers_frames(pipe, [(twin, 1.0)])
+    ref = diffusers_frames(pipe, [(twin, 1.0)], "ltx")
     assert float((result.frames_float - ref).abs().max()) <= TOL
 
 
