@@ -92,3 +92,14 @@ def test_a_path_that_exists_wins_over_a_hub_id(repos, tmp_path, monkeypatch):
     assert (ref.path, ref.hub_id, ref.weight) == (local, None, 0.5)
     assert ref.canonical() == f"{local}:0.5@both"
 
+
+
+def test_reading_a_preset_with_a_hub_lora_does_not_look_it_up(tmp_path):
+    """`presets list` and batch files read `loras:` without reaching the Hub or its cache; the engine resolves
+    the id before loading (the refusals above)."""
+    from videogen.presets import load_preset
+
+    preset = tmp_path / "styled.yaml"
+    preset.write_text("model: org/model\nloras: [org/nowhere-to-be-found:0.5@both, org/pack/b.safetensors]\n")
+    assert load_preset(str(preset)).values["loras"] == ("org/nowhere-to-be-found:0.5@both",
+                                                        "org/pack/b.safetensors:1@both")

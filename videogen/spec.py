@@ -160,7 +160,7 @@ def _check_list(name: str, value: Any, item: type, where: str) -> tuple[Any, ...
     if name == "loras":
         from videogen.lora.refs import parse_ref
 
-        return tuple(parse_ref(v, where).canonical() for v in out)
+        return tuple(parse_ref(v, where, resolve=False).canonical() for v in out)
     decreasing = all(a > b for a, b in zip(out, out[1:], strict=False))
     if name == "sigmas" and not (out and decreasing and all(0.0 <= v <= 1.0 for v in out)):
         raise UserError(f"{where}: 'sigmas' must be a non-empty, strictly decreasing list of values in [0, 1], "

@@ -37,8 +37,11 @@ class LoraRef:
 
     @property
     def name(self) -> str:
-        """How messages and the spec name the LoRA: its absolute path, or ORG/NAME/FILE."""
-        return f"{self.hub_id}/{self.file}" if self.hub_id else str(self.path)
+        """How messages and the spec name the LoRA: its absolute path, or ORG/NAME/FILE (ORG/NAME while its one
+        file is not looked up yet)."""
+        if self.hub_id:
+            return f"{self.hub_id}/{self.file}" if self.file else self.hub_id
+        return str(self.path)
 
     def canonical(self) -> str:
         """The form kept in the resolved spec and run record: absolute path (or ORG/NAME/FILE, never absolute,
@@ -46,8 +49,10 @@ class LoraRef:
         return f"{self.name}:{self.weight:g}@{self.expert}"
 
 
-def parse_ref(text: str, where: str) -> LoraRef:
-    """Parse one `--lora` value; `where` names the flag, preset or batch line in errors."""
+def parse_ref(text: str, where: str, resolve: bool = True) -> LoraRef:
+    """Parse one `--lora` value; `where` names the flag, preset or batch line in errors. With resolve=False a Hub
+    id is only parsed, not looked up (reading a preset or a batch file must not reach the Hub or the cache: the
+    engine resolves it, before loading)."""
     body, expert = text, "both"
     if "@" in text:
         body, expert = text.rsplit("@", 1)
@@ -74,6 +79,8 @@ def parse_ref(text: str, where: str) -> LoraRef:
         repo_id, file = hub_parts
         if file is not None and not file.endswith(".safetensors"):
             raise UserError(f"{where}: LoRA '{body}': only .safetensors LoRA files are loaded")
+        if not resolve:
+            return LoraRef(Path(body), weight, expert, repo_id, file)
         found = hubref.resolve(repo_id, file, where)
         return LoraRef(found.path, weight, expert, found.repo_id, found.file, found.commit)
     if path.suffix != ".safetensors":
