@@ -83,7 +83,7 @@ def test_two_stacked_loras_from_the_hub_with_the_lightx2v_preset_record_and_from
         (str(style_file), "org/style", "style.safetensors", HUB_COMMIT, sha(a), 0.8, "both", 20),
         (str(snaps / "models--org--pack" / "snapshots" / HUB_COMMIT / "b.safetensors"), "org/pack", "b.safetensors",
          HUB_COMMIT, sha(b), -0.5, "both", 2)]
-    assert record["spec"]["loras"] == ["org/style:0.8@both", "org/pack/b.safetensors:-0.5@both"]
+    assert record["spec"]["loras"] == ["org/style/style.safetensors:0.8@both", "org/pack/b.safetensors:-0.5@both"]
     assert not (style_file.parent / "README.md").exists()  # a LoRA fetch takes the LoRA file only
     assert record["steps"] == 4 and record["guidance"] == 1.0
     assert record["sampling"]["sigmas"] == pytest.approx(LIGHTX2V_SIGMAS, abs=1e-6)

@@ -95,8 +95,8 @@ def test_a_path_that_exists_wins_over_a_hub_id(repos, tmp_path, monkeypatch):
 
 
 def test_reading_a_preset_with_a_hub_lora_does_not_look_it_up(tmp_path):
-    """`presets list` and batch files read `loras:` without reaching the Hub or its cache; the engine resolves
-    the id before loading (the refusals above)."""
+    """`presets list` and batch files read `loras:` without reaching the Hub or its cache; a render resolves
+    the ids when it merges its settings (the refusals above)."""
     from videogen.presets import load_preset
 
     preset = tmp_path / "styled.yaml"

@@ -51,8 +51,8 @@ class LoraRef:
 
 def parse_ref(text: str, where: str, resolve: bool = True) -> LoraRef:
     """Parse one `--lora` value; `where` names the flag, preset or batch line in errors. With resolve=False a Hub
-    id is only parsed, not looked up (reading a preset or a batch file must not reach the Hub or the cache: the
-    engine resolves it, before loading)."""
+    id is only parsed, not looked up (reading a preset or a batch file must not reach the Hub or the cache:
+    settings.merge resolves it for a render)."""
     body, expert = text, "both"
     if "@" in text:
         body, expert = text.rsplit("@", 1)
