@@ -22,6 +22,22 @@ def tiny_wan(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_hunyuan(tmp_path_factory) -> Path:
+    """Shared by test_hunyuan.py and test_lora_families.py (read only)."""
+    from tiny_hunyuan import save_tiny_hunyuan
+
+    return save_tiny_hunyuan(tmp_path_factory.mktemp("models") / "tiny-hunyuan")
+
+
+@pytest.fixture(scope="session")
+def tiny_ltx(tmp_path_factory) -> Path:
+    """Shared by test_ltx.py and test_lora_families.py (read only)."""
+    from tiny_ltx import save_tiny_ltx
+
+    return save_tiny_ltx(tmp_path_factory.mktemp("models") / "tiny-ltx")
+
+
+@pytest.fixture(scope="session")
 def tiny_wan_euler(tmp_path_factory) -> Path:
     return save_tiny_wan(tmp_path_factory.mktemp("models") / "tiny-wan-euler", scheduler="euler")
 

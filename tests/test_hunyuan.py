@@ -14,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from properties import FEW, Case, cases
 from tiny import assert_refused_before_loading
-from tiny_hunyuan import save_tiny_hunyuan
 
 from videogen.engine import Engine
 from videogen.spec import RenderSpec
@@ -22,11 +21,6 @@ from videogen.video import read_frames
 
 TOL = 1e-4
 PROMPT = "a red cat runs on the beach"
-
-
-@pytest.fixture(scope="module")
-def tiny_hunyuan(tmp_path_factory) -> Path:
-    return save_tiny_hunyuan(tmp_path_factory.mktemp("models") / "tiny-hunyuan")
 
 
 @pytest.fixture(scope="module")

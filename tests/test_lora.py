@@ -208,21 +208,28 @@ def a14b(tmp_path_factory) -> Path:
     return save_wan22_a14b(tmp_path_factory.mktemp("models") / "a14b")
 
 
+@pytest.fixture(scope="module")
+def a14b_engine(a14b) -> Engine:
+    """One engine for every two-expert test: each render switches to its own LoRAs (and switching back to none
+    restores the base, which test_high_and_low_loras_switch_per_expert checks)."""
+    return Engine.load(spec_for(a14b, steps=3))
+
+
 @pytest.mark.parametrize("expert", ["high", "low"])
-def test_one_expert_lora_matches_diffusers(a14b, tmp_path, expert):
+def test_one_expert_lora_matches_diffusers(a14b, a14b_engine, tmp_path, expert):
     path = write_format("comfy", a14b, tmp_path / "e.safetensors")
     spec = spec_for(a14b, f"{path}:0.8@{expert}", steps=3)
-    result = Engine.load(spec).render(spec)
+    result = a14b_engine.render(spec)
     assert result.record["loras"][0]["targets"] == ["transformer" if expert == "high" else "transformer_2"]
     ref = diffusers_frames(a14b, spec, [(path, 0.8, expert)])
     assert float(np.abs(result.frames_float.numpy() - ref).max()) <= TOL
 
 
-def test_high_and_low_loras_switch_per_expert(a14b, tmp_path):
+def test_high_and_low_loras_switch_per_expert(a14b, a14b_engine, tmp_path):
     high = write_format("comfy", a14b, tmp_path / "h.safetensors")
     low = write_musubi(random_lora(a14b, seed=8), tmp_path / "l.safetensors")
     base = spec_for(a14b, steps=3)
-    engine = Engine.load(base)
+    engine = a14b_engine
     plain = engine.render(base).frames_float
     both = engine.render(base.replace(loras=(f"{high}:1@high", f"{low}:1@low")))
     assert both.record["loras"][0]["modules"] == 20 and both.record["loras"][1]["targets"] == ["transformer_2"]
@@ -267,17 +274,20 @@ def test_lightx2v_schedule_is_its_published_formula():
     assert plain.sigmas[:4].tolist() != pytest.approx(shifted([1.0, 0.75, 0.5, 0.25], 5.0), abs=1e-3)
 
 
-def test_two_steps_per_expert_under_the_lightx2v_schedule(a14b):
+def test_two_steps_per_expert_under_the_lightx2v_schedule(a14b, a14b_engine):
     """Boundary 0.875 * 1000: timesteps 1000 and 937.5 on the high-noise expert, 833 and 625 on the low one."""
     spec = spec_for(a14b, scheduler="euler", flow_shift=5.0, sigmas=(1.0, 0.75, 0.5, 0.25), guidance_2=1.0,
                     steps=None)
-    engine = Engine.load(spec)
+    engine = a14b_engine
     calls = {"transformer": [], "transformer_2": []}
-    for name in calls:
-        getattr(engine.model, name).register_forward_pre_hook(
-            lambda _m, _a, kw, name=name: calls[name].append(round(float(kw["timestep"].flatten()[0]), 1)),
-            with_kwargs=True)
-    result = engine.render(spec)
+    hooks = [getattr(engine.model, name).register_forward_pre_hook(
+        lambda _m, _a, kw, name=name: calls[name].append(round(float(kw["timestep"].flatten()[0]), 1)),
+        with_kwargs=True) for name in calls]
+    try:
+        result = engine.render(spec)
+    finally:
+        for hook in hooks:
+            hook.remove()
     assert calls == {"transformer": [1000.0, 937.5], "transformer_2": [833.3, 625.0]}
     assert result.record["sampling"]["sigmas"] == pytest.approx(shifted([1, 0.75, 0.5, 0.25], 5.0) + [0.0], abs=1e-6)
     assert result.spec.steps == 4

@@ -9,17 +9,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import run_cli, run_inprocess
+from hub_cache import lay_out
+from hub_server import COMMIT as HUB_COMMIT
+from hub_server import Hub, serve
 from PIL import Image
+from test_hub_cache import one_error_line, videogen
 from tiny_lora import random_lora, write_comfy, write_musubi
 
 SIZE = ["--frames", "5", "--height", "16", "--width", "16", "--seed", "4", "--max-sequence-length", "16"]
 LIGHTX2V_SIGMAS = [1.0, 0.9375, 0.833333, 0.625, 0.0]  # 5s / (1 + 4s) for s = 1, 0.75, 0.5, 0.25; then 0
+NEW_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 
 
 @pytest.fixture
 def env(tmp_path):
     return {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
             "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+
+
+def hub_env(root: Path) -> dict[str, str]:
+    """Only what a user's shell sets (PATH to find nothing but the system's tools): nothing of the test process."""
+    home = root / "home"
+    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+            "HF_HOME": str(root / "hf"), "HF_HUB_OFFLINE": "1"}
 
 
 def frames(folder: Path) -> np.ndarray:
@@ -30,32 +42,83 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_two_stacked_loras_with_the_lightx2v_preset_record_and_from(tiny_wan, tmp_path, env):
-    a = write_comfy(random_lora(tiny_wan, seed=1), tmp_path / "style.safetensors")
-    b = write_musubi(random_lora(tiny_wan, seed=2, modules=["blocks.0.attn1.to_q", "blocks.1.ffn.net.2"]),
-                     tmp_path / "detail.safetensors")
-    out = tmp_path / "stacked"
-    r = run_cli("generate", "a red cat runs on the beach", "-p", "wan2.1-t2v-14b-lightx2v-4step", "-m", tiny_wan,
-                *SIZE, "--lora", f"{a}:0.8", "--lora", f"{b}:-0.5", "-o", out, "--json", "-q", env=env,
-                cwd=tmp_path)
-    assert r.code == 0, r.err
-    record = json.loads(r.out)
-    assert [(e["path"], e["sha256"], e["weight"], e["expert"], e["modules"]) for e in record["loras"]] == [
-        (str(a), sha(a), 0.8, "both", 20), (str(b), sha(b), -0.5, "both", 2)]
+def test_two_stacked_loras_from_the_hub_with_the_lightx2v_preset_record_and_from(tiny_wan, tmp_path):
+    """The user's whole path with two stacked LoRAs named by Hub id, against a Hub on 127.0.0.1
+    (tests/hub_server.py) with huggingface_hub's own client, in an environment of HF_HOME, HF_HUB_OFFLINE, HOME and
+    XDG_CONFIG_HOME only: `videogen download` of one LoRA file, an online render that fetches the other, an
+    offline `--from` from another folder, and the refusal once the repo's main names a changed file."""
+    a, b = tmp_path / "style" / "style.safetensors", tmp_path / "pack" / "b.safetensors"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    write_comfy(random_lora(tiny_wan, seed=1), a)
+    (a.parent / "README.md").write_text("# a style LoRA\n")
+    write_comfy(random_lora(tiny_wan, seed=2), b.parent / "a.safetensors")
+    write_musubi(random_lora(tiny_wan, seed=2, modules=["blocks.0.attn1.to_q", "blocks.1.ffn.net.2"]), b)
+    hub = Hub()
+    hub.add("org/style", a.parent)
+    hub.add("org/pack", b.parent)
+    server = serve(hub)
+    offline = hub_env(tmp_path)
+    online = {k: v for k, v in offline.items() if k != "HF_HUB_OFFLINE"} | {"HF_ENDPOINT": hub.url}
+    snaps = tmp_path / "hf" / "hub"
+    try:
+        line = one_error_line(videogen("download", "org/pack", env=online, cwd=tmp_path))
+        assert "the repo holds 2 .safetensors files (a.safetensors, b.safetensors); name one" in line
+        r = videogen("download", "org/pack/b.safetensors", "-q", env=online, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == f"{snaps / 'models--org--pack' / 'snapshots' / HUB_COMMIT / 'b.safetensors'}\n"
+        assert sorted(p.name for p in Path(r.stdout.strip()).parent.iterdir()) == ["b.safetensors"]
+
+        out = tmp_path / "stacked"  # org/style is not cached yet: the render fetches its one .safetensors file
+        r = videogen("generate", "a red cat runs on the beach", "-p", "wan2.1-t2v-14b-lightx2v-4step", "-m",
+                     tiny_wan, *SIZE, "--lora", "org/style:0.8", "--lora", "org/pack/b.safetensors:-0.5", "-o", out,
+                     "--json", "-q", env=online, cwd=tmp_path)
+    finally:
+        server.shutdown()
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout)
+    style_file = snaps / "models--org--style" / "snapshots" / HUB_COMMIT / "style.safetensors"
+    assert [(e["path"], e["hub_id"], e["file"], e["revision"], e["sha256"], e["weight"], e["expert"], e["modules"])
+            for e in record["loras"]] == [
+        (str(style_file), "org/style", "style.safetensors", HUB_COMMIT, sha(a), 0.8, "both", 20),
+        (str(snaps / "models--org--pack" / "snapshots" / HUB_COMMIT / "b.safetensors"), "org/pack", "b.safetensors",
+         HUB_COMMIT, sha(b), -0.5, "both", 2)]
+    assert record["spec"]["loras"] == ["org/style/style.safetensors:0.8@both", "org/pack/b.safetensors:-0.5@both"]
+    assert not (style_file.parent / "README.md").exists()  # a LoRA fetch takes the LoRA file only
     assert record["steps"] == 4 and record["guidance"] == 1.0
     assert record["sampling"]["sigmas"] == pytest.approx(LIGHTX2V_SIGMAS, abs=1e-6)
     assert record["scheduler"]["class"] == "FlowMatchEulerDiscreteScheduler"
     assert json.loads((out / "run.json").read_text())["loras"] == record["loras"]
 
-    again = tmp_path / "again"
-    r = run_cli("generate", "--from", out / "run.json", "-o", again, "-q", env=env)
-    assert r.code == 0, r.err
-    assert np.array_equal(frames(again), frames(out))  # --from restores both LoRAs: the same frames
+    again, elsewhere = tmp_path / "again", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = videogen("generate", "--from", out / "run.json", "-o", again, "-q", env=offline, cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(frames(again), frames(out))  # --from finds both LoRAs in the cache: the same frames
 
-    b.write_bytes(b.read_bytes()[:-4] + b"\0\0\0\0")  # the file changes under the record
-    r = run_cli("generate", "--from", out / "run.json", "-o", tmp_path / "changed", "-q", env=env)
-    assert r.code == 2 and "detail.safetensors changed since that run" in r.err
-    assert len(r.err.strip().splitlines()) == 1 and not (tmp_path / "changed").exists()
+    changed = tmp_path / "style-v2"  # the repo moves on: main names a commit whose file differs
+    changed.mkdir()
+    write_comfy(random_lora(tiny_wan, seed=9), changed / "style.safetensors")
+    lay_out(changed, tmp_path / "hf", "org/style", commit=NEW_COMMIT)
+    line = one_error_line(videogen("generate", "--from", out / "run.json", "-o", tmp_path / "moved", "-q",
+                                   env=offline, cwd=tmp_path))
+    assert "LoRA file org/style/style.safetensors changed since that run (commit " \
+           f"{HUB_COMMIT[:12]} then, {NEW_COMMIT[:12]} now)" in line
+    assert not (tmp_path / "moved").exists()
+
+
+def test_a_changed_local_lora_is_refused_by_from(tiny_wan, tmp_path):
+    """The record's local LoRA file must still be the same file (by sha256) for `--from`."""
+    from videogen.errors import UserError
+    from videogen.settings import merge
+
+    path = write_comfy(random_lora(tiny_wan, seed=1), tmp_path / "style.safetensors")
+    entry = {"path": str(path), "sha256": sha(path), "weight": 1.0, "expert": "both"}
+    record = {"spec": {"prompt": "a cat", "model": str(tiny_wan), "loras": [f"{path}:1@both"]}, "loras": [entry]}
+    assert merge(None, {}, record=record, where="r.json").loras == (f"{path}:1@both",)
+    path.write_bytes(path.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(UserError, match=r"r\.json: LoRA file .*style\.safetensors changed since that run"):
+        merge(None, {}, record=record, where="r.json")
 
 
 def test_bad_loras_are_refused_in_one_line_before_loading(tiny_wan, tmp_path, env, capsys, monkeypatch):

@@ -13,7 +13,6 @@ import torch
 from cli_helpers import run_cli, run_inprocess
 from hypothesis import given
 from properties import FEW, Case, cases
-from tiny_ltx import save_tiny_ltx
 
 from videogen.engine import Engine, inspect_model, resolve_spec
 from videogen.errors import UserError
@@ -23,11 +22,6 @@ from videogen.spec import RenderSpec
 PROMPT = "a red cat runs on the beach"
 NEGATIVE = "blue dog"
 FRAMES, SIZE, STEPS, SEED = 9, 32, 3, 7
-
-
-@pytest.fixture(scope="module")
-def tiny_ltx(tmp_path_factory) -> Path:
-    return save_tiny_ltx(tmp_path_factory.mktemp("models") / "tiny-ltx")
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,8 @@ def check_sigmas(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
 def lora_infos(spec: RenderSpec, info: ModelInfo) -> list[Any]:
     from videogen import lora
 
-    return lora.resolve(spec.loras, info.source.path, list(loading.components(info.index)), info.family.name)
+    return lora.resolve(spec.loras, info.source.path, list(loading.components(info.index)), info.family.name,
+                        str(info.index.get("_class_name", "")), info.family.title)
 
 
 def check_images(spec: RenderSpec, info: ModelInfo) -> None:

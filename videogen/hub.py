@@ -81,6 +81,10 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> tuple[Path, st
     return snap, commit
 
 
+class NotADiffusersModel(UserError):
+    """A Hub repo without model_index.json (`videogen download` then takes it as a LoRA repo)."""
+
+
 @dataclass
 class RemoteFile:
     path: str
@@ -138,7 +142,7 @@ def plan_download(repo_id: str, revision: str | None, variant: str | None) -> tu
         assert commit is not None
         tree = [f for f in api.list_repo_tree(repo_id, recursive=True, revision=commit) if isinstance(f, RepoFile)]
         if not any(f.path == "model_index.json" for f in tree):
-            raise UserError(f"'{repo_id}' is not a diffusers model (no model_index.json)")
+            raise NotADiffusersModel(f"'{repo_id}' is not a diffusers model (no model_index.json)")
         index_path = hf_hub_download(repo_id, "model_index.json", revision=commit)
     except UserError:
         raise

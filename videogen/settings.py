@@ -113,6 +113,13 @@ def merge(prompt: str | None, flags: dict[str, Any], preset: Any = None, record:
         prompt = record.prompt
     if prompt is None:
         raise UserError("missing PROMPT (or --from RUN.json)")
+    if values.get("loras"):
+        # Hub ids are looked up here (the cache, or the Hub when online), so a missing or ambiguous one is refused
+        # before the model's libraries are even imported; reading a preset or batch file alone only parses them.
+        from videogen.lora.refs import parse_ref
+
+        label = sources.get("loras", flag_label("loras"))
+        values["loras"] = tuple(parse_ref(text, label).canonical() for text in values["loras"])
     if record is not None and record.loras:  # the LoRAs a rerun still uses must be the recorded files
         from videogen.lora import check_record
 

@@ -83,7 +83,8 @@ class RenderSpec:
     sigmas: tuple[float, ...] | None = _f(help="Exact schedule: comma-separated sigmas before the --shift, e.g. "
                                           "1,0.75,0.5,0.25 (sets --steps).")
     # Not an engine field: an engine switches LoRAs between renders without reloading the base weights.
-    loras: tuple[str, ...] = _f((), "LoRA .safetensors file, repeatable: PATH, PATH:WEIGHT (default 1) or "
+    loras: tuple[str, ...] = _f((), "LoRA .safetensors file or Hugging Face Hub repo (ORG/NAME, or ORG/NAME/FILE "
+                                "for a repo of several), repeatable: PATH, PATH:WEIGHT (default 1) or "
                                 "PATH:WEIGHT@EXPERT, EXPERT high, low or both (default; Wan 2.2 A14B's two experts).")
     # Engine options: they change speed and memory, and (for dtype, device, cache, quantize) the output.
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", kind=ENGINE)
@@ -169,7 +170,7 @@ def _check_list(name: str, value: Any, item: type, where: str) -> tuple[Any, ...
     if name == "loras":
         from videogen.lora.refs import parse_ref
 
-        return tuple(parse_ref(v, where).canonical() for v in out)
+        return tuple(parse_ref(v, where, resolve=False).canonical() for v in out)
     decreasing = all(a > b for a, b in zip(out, out[1:], strict=False))
     if name == "sigmas" and not (out and decreasing and all(0.0 <= v <= 1.0 for v in out)):
         raise UserError(f"{where}: 'sigmas' must be a non-empty, strictly decreasing list of values in [0, 1], "

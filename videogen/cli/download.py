@@ -11,18 +11,30 @@ from videogen.errors import UserError
 
 
 def download(
-    model: Annotated[str, typer.Argument(help="Hugging Face Hub id (org/name) or a preset naming one.",
+    model: Annotated[str, typer.Argument(help="Hugging Face Hub id (org/name) or a preset naming one; or a LoRA: "
+                                              "org/name (its one .safetensors file) or org/name/file.safetensors.",
                                          show_default=False)],
     variant: Annotated[str | None, typer.Option("--variant", help="Weights variant: fp16 | bf16.")] = None,
     revision: Annotated[str | None, typer.Option("--revision", help="Branch, tag or commit.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
-    """Download a model's files (size shown and free disk checked first; rerun to resume). Prints the snapshot folder."""
+    """Download a model's files (size shown and free disk checked first; rerun to resume). Prints the snapshot folder
+    (for a LoRA, its file)."""
     from videogen import hub, presets
     from videogen.loading import HUB_ID, check_model_folder
+    from videogen.lora import hubref
+    from videogen.lora.refs import hub_id_of
     from videogen.modelfiles import VARIANTS
 
     repo = model
+    lora = hub_id_of(model) if model.count("/") > 1 else None
+    if lora is not None:  # org/name/file.safetensors: one LoRA file
+        if variant is not None or revision is not None:
+            raise UserError("--variant and --revision are for models; a LoRA is fetched from main")
+        if hub.offline():
+            raise UserError("HF_HUB_OFFLINE is set: unset it to download")
+        sys.stdout.write(f"{hubref.download(lora[0], lora[1], progress=not quiet).path}\n")
+        return
     preset = presets.find_preset(model) if not HUB_ID.match(model) else None
     if preset is not None:
         p = presets.load_preset(model)
@@ -37,7 +49,17 @@ def download(
         raise UserError(f"--variant {variant}: unknown weights variant; use one of {', '.join(VARIANTS)}")
     if hub.offline():
         raise UserError("HF_HUB_OFFLINE is set: unset it to download")
-    snapshot, _commit, _sel = hub.download(repo, revision, variant, progress=not quiet)
+    try:
+        snapshot, _commit, _sel = hub.download(repo, revision, variant, progress=not quiet)
+    except hub.NotADiffusersModel as e:
+        if preset is not None or variant is not None or revision is not None:
+            raise
+        # No model_index.json: a LoRA repo, whose one .safetensors file is fetched (several must be named).
+        _commit, files = hubref.remote_files(repo)
+        if not files:
+            raise UserError(f"{e} nor a LoRA (no .safetensors file)") from None
+        sys.stdout.write(f"{hubref.download(repo, None, progress=not quiet).path}\n")
+        return
     check_model_folder(snapshot, variant, hub.download_hint(repo, revision, variant))  # what a render will check
     sys.stdout.write(f"{snapshot}\n")
 

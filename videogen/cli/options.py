@@ -72,6 +72,8 @@ def parse_sigmas(text: str) -> list[float]:
 
 def flag_values(**flags: Any) -> dict[str, Any]:
     """The flags actually given, as RenderSpec fields (enums to their values, paths to strings)."""
+    from videogen.settings import flag_label
+
     out = {}
     for name, value in flags.items():
         if value is None:
@@ -88,5 +90,5 @@ def flag_values(**flags: Any) -> dict[str, Any]:
             value = value.value
         elif isinstance(value, Path):
             value = str(value)
-        out[name] = check_value(name, value, f"--{name.replace('_', '-')}")
+        out[name] = check_value(name, value, flag_label(name))
     return out

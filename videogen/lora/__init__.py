@@ -32,7 +32,8 @@ class LoraInfo:
         return len(self.norm.modules) * len(self.targets)
 
     def record(self) -> dict[str, Any]:
-        return {"path": str(self.ref.path), "sha256": self.sha256, "weight": self.ref.weight,
+        hub = {"hub_id": self.ref.hub_id, "file": self.ref.file, "revision": self.ref.revision} if self.ref.hub_id else {}
+        return {"path": str(self.ref.path), **hub, "sha256": self.sha256, "weight": self.ref.weight,
                 "expert": self.ref.expert, "targets": list(self.targets), "modules": self.modules,
                 "keys": self.norm.keys, "unmatched": len(self.norm.unmatched), "converter": self.norm.converter}
 
@@ -52,9 +53,9 @@ def inspect(ref: LoraRef, model_path: Path, components: list[str], family: str) 
     """Read, normalise and match one LoRA against the model's checkpoint headers (no model weight is read)."""
     have = [c for c in TARGETS[ref.expert] if c in components]
     if ref.expert != "both" and "transformer_2" not in components:
-        raise UserError(f"LoRA {ref.path}@{ref.expert}: this model has one expert; leave out @{ref.expert}")
+        raise UserError(f"LoRA {ref.name}@{ref.expert}: this model has one expert; leave out @{ref.expert}")
     if not have:
-        raise UserError(f"LoRA {ref.path}: this model has no transformer to put a LoRA into")
+        raise UserError(f"LoRA {ref.name}: this model has no transformer to put a LoRA into")
     digest = sha256(ref.path)
     shapes = component_shapes(model_path / have[0])
     key = (digest, family, str(model_path / have[0]))
@@ -62,25 +63,38 @@ def inspect(ref: LoraRef, model_path: Path, components: list[str], family: str) 
         raw = read_lora(ref.path)
         modules = {n.rsplit(".", 1)[0] for n in shapes if n.endswith((".weight", ".bias"))}
         try:
-            norm = normalise(raw, family, modules)
+            rows = {n.rsplit(".", 1)[0]: shape[0] for n, shape in shapes.items() if n.endswith(".weight") and shape}
+            norm = normalise(raw, family, modules, rows)
             check_shapes(norm, shapes)
         except UserError as e:
-            raise UserError(f"LoRA {ref.path}: {e}") from None
+            raise UserError(f"LoRA {ref.name}: {e}") from None
         if not norm.modules:
             first = next(iter(raw), "(no keys)")
-            raise UserError(f"LoRA {ref.path}: none of its {len(raw)} keys match this {family} model's modules "
+            raise UserError(f"LoRA {ref.name}: none of its {len(raw)} keys match this {family} model's modules "
                             f"(first key: {first}); a LoRA for another model?")
         if norm.unmatched:  # e.g. text-encoder keys: only the denoiser takes LoRAs here
             log.warning("LoRA %s: %d of its modules match nothing in this model and are left out (first: %s)",
-                        ref.path, len(norm.unmatched), norm.unmatched[0])
+                        ref.name, len(norm.unmatched), norm.unmatched[0])
         while len(_CACHE) >= CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = norm
     return LoraInfo(ref, digest, tuple(have), _CACHE[key])
 
 
-def resolve(loras: tuple[str, ...], model_path: Path, components: list[str], family: str) -> list[LoraInfo]:
+def resolve(loras: tuple[str, ...], model_path: Path, components: list[str], family: str,
+            pipeline: str = "", title: str = "") -> list[LoraInfo]:
+    if loras and pipeline and not has_lora_loader(pipeline):
+        raise UserError(f"--lora: diffusers has no LoRA loader for {title or family} ({pipeline}), so videogen "
+                        "takes no LoRA for this model")
     return [inspect(parse_ref(text, "--lora"), model_path, components, family) for text in loras]
+
+
+def has_lora_loader(pipeline: str) -> bool:
+    """Whether diffusers' pipeline class loads LoRAs (one of its LoraLoaderMixins): the key formats, the modules
+    a LoRA may touch and the reference for parity all come from that loader, so without one no LoRA is taken."""
+    import diffusers
+
+    return hasattr(getattr(diffusers, pipeline, None), "load_lora_weights")
 
 
 def record(infos: list[LoraInfo]) -> list[dict[str, Any]]:
@@ -91,14 +105,21 @@ def check_record(entries: Any, loras: tuple[str, ...], where: str) -> None:
     """`--from`: each recorded LoRA that the new render still uses must be the same file (same sha256)."""
     if not isinstance(entries, list):
         return
-    used = {parse_ref(text, where).path for text in loras}
+    used = {}
+    for text in loras:
+        ref = parse_ref(text, where)
+        used[ref.name] = ref
     for entry in entries:
         if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:
             raise UserError(f"{where}: malformed LoRA entry in the run record: {entry!r}")
-        path = Path(entry["path"])
-        if path not in used:
+        # A Hub LoRA is found again by its repo and file (resolved as the render resolves it), a local one by path.
+        name = f"{entry['hub_id']}/{entry.get('file')}" if entry.get("hub_id") else str(Path(entry["path"]))
+        ref = used.get(name)
+        if ref is None:
             continue
-        now = sha256(path)
+        now = sha256(ref.path)
         if now != entry["sha256"]:
-            raise UserError(f"{where}: LoRA file {path} changed since that run (sha256 {entry['sha256'][:12]}... "
-                            f"recorded, {now[:12]}... now)")
+            was = (f" (commit {str(entry.get('revision'))[:12]} then, {str(ref.revision)[:12]} now)"
+                   if ref.hub_id and entry.get("revision") != ref.revision else "")
+            raise UserError(f"{where}: LoRA file {name} changed since that run{was} (sha256 {entry['sha256'][:12]}"
+                            f"... recorded, {now[:12]}... now)")

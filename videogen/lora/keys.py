@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from videogen.errors import UserError
-from videogen.lora import wan_names
+from videogen.lora import hunyuan_names, ltx_names, wan_names
 
 log = logging.getLogger("videogen")
 
@@ -29,11 +29,39 @@ KINDS = ((".lora_A.weight", "down"), (".lora_down.weight", "down"), (".lora_B.we
 PREFIXES = ("base_model.model.", "model.diffusion_model.", "diffusion_model.", "transformer.", "lora_unet_",
             "lora_transformer_")
 PEFT_ADAPTER = re.compile(r"\.lora_([AB])\.[^.]+\.weight$")  # PEFT's `lora_A.<adapter name>.weight`
-# Per family: its original checkpoint's module names, and diffusers' converters by key prefix.
-ORIGINAL_NAMES: dict[str, Callable[[str], str | None]] = {"wan": wan_names.original_name}
-DIFFUSERS_CONVERTERS: dict[str, tuple[tuple[str, str], ...]] = {
-    "wan": (("diffusion_model.", "_convert_non_diffusers_wan_lora_to_diffusers"),
-            ("lora_unet_", "_convert_musubi_wan_lora_to_diffusers")),
+
+
+@dataclass(frozen=True)
+class Converter:
+    """One of diffusers' LoRA converters, and the files it takes: those whose every key starts with one of
+    `all_start` (when given), some key holds `any_contains` (when given) - the test each family's
+    `lora_state_dict` makes before converting - and no key holds one of `none_contains` (spellings the converter
+    would rename wrongly)."""
+
+    fn: str
+    all_start: tuple[str, ...] = ()
+    any_contains: str = ""
+    none_contains: tuple[str, ...] = ()
+
+    def takes(self, keys: list[str]) -> bool:
+        return ((not self.all_start or all(k.startswith(self.all_start) for k in keys))
+                and (not self.any_contains or any(self.any_contains in k for k in keys))
+                and not any(bad in k for k in keys for bad in self.none_contains))
+
+
+# Per family (keyed by Family.name): its original checkpoint's module names, the original layers that fuse several
+# diffusers modules, and diffusers' converters (the first that takes a file is used).
+ORIGINAL_NAMES: dict[str, Callable[[str], str | None]] = {
+    "wan": wan_names.original_name, "hunyuan": hunyuan_names.original_name, "ltx": ltx_names.original_name}
+FUSED_NAMES: dict[str, Callable[[set[str]], dict[str, tuple[str, ...]]]] = {"hunyuan": hunyuan_names.fused_modules}
+DIFFUSERS_CONVERTERS: dict[str, tuple[Converter, ...]] = {
+    "wan": (Converter("_convert_non_diffusers_wan_lora_to_diffusers", all_start=("diffusion_model.",)),
+            Converter("_convert_musubi_wan_lora_to_diffusers", all_start=("lora_unet_",))),
+    # HunyuanVideoLoraLoaderMixin converts any file with an `img_attn_qkv` key; it knows lora_A/lora_B only
+    # (it would split a lora_down matrix as if it were an up one), so musubi/kohya files go to the lookup below.
+    "hunyuan": (Converter("_convert_hunyuan_video_lora_to_diffusers", any_contains="img_attn_qkv",
+                          none_contains=("lora_unet_", ".lora_down.", ".lora_up.", ".alpha")),),
+    "ltx": (Converter("_convert_non_diffusers_ltxv_lora_to_diffusers", all_start=("diffusion_model.",)),),
 }
 WEIGHT_FILE = re.compile(r"^diffusion_pytorch_model(-\d{5}-of-\d{5})?\.safetensors$")
 
@@ -104,9 +132,20 @@ def name_lookup(modules: set[str], family: str) -> dict[str, str]:
     return out
 
 
-def own_conversion(raw: dict[str, Any], lookup: dict[str, str]) -> tuple[dict[str, LoraTensors], list[str]]:
+def fused_lookup(modules: set[str], family: str) -> dict[str, tuple[str, ...]]:
+    """Every spelling (dots or underscores) of each original fused layer -> the diffusers modules it splits into."""
+    fused = FUSED_NAMES.get(family, lambda _m: {})(modules)
+    return {spelling: parts for name, parts in fused.items() for spelling in (name, name.replace(".", "_"))}
+
+
+def own_conversion(raw: dict[str, Any], lookup: dict[str, str], fused: dict[str, tuple[str, ...]] | None = None,
+                   rows: dict[str, int] | None = None) -> tuple[dict[str, LoraTensors], list[str]]:
+    """Keys matched by name against the model's modules; a fused original layer (`fused`) is split by the rows
+    of its parts' weights (`rows`): each part keeps the down matrix and alpha, and takes its share of the up
+    matrix's rows (and of a full-weight or bias diff)."""
     modules: dict[str, LoraTensors] = {}
     unmatched: set[str] = set()
+    whole: dict[str, LoraTensors] = {}
     for key, tensor in raw.items():
         parts = split_key(key)
         if parts is None:
@@ -114,21 +153,40 @@ def own_conversion(raw: dict[str, Any], lookup: dict[str, str]) -> tuple[dict[st
             continue
         written, kind = parts
         target = lookup.get(written)
-        if target is None:
+        if target is None and fused and written in fused:
+            target = written
+            entry = whole.setdefault(target, LoraTensors())
+        elif target is None:
             unmatched.add(written)
             continue
-        entry = modules.setdefault(target, LoraTensors())
+        else:
+            entry = modules.setdefault(target, LoraTensors())
         setattr(entry, kind, float(tensor.item()) if kind == "alpha" else tensor)
+    for written, t in whole.items():
+        names = (fused or {})[written]
+        sizes = [(rows or {}).get(n, 0) for n in names]
+        for kind in ("up", "diff", "diff_b"):
+            value = getattr(t, kind)
+            if value is not None and value.shape[0] != sum(sizes):
+                raise UserError(f"module {written} has {value.shape[0]} output rows, not the {sum(sizes)} of "
+                                f"{', '.join(names)}: a LoRA for another model or size?")
+        start = 0
+        for name, size in zip(names, sizes, strict=True):
+            cut = {k: getattr(t, k)[start:start + size] for k in ("up", "diff", "diff_b") if getattr(t, k) is not None}
+            modules[name] = LoraTensors(down=t.down, alpha=t.alpha, **cut)
+            start += size
     return modules, sorted(unmatched)
 
 
-def normalise(raw: dict[str, Any], family: str, module_names: set[str]) -> Normalised:
+def normalise(raw: dict[str, Any], family: str, module_names: set[str], rows: dict[str, int] | None = None) -> Normalised:
+    """`rows`: output rows of each module's weight, to split fused original layers (HunyuanVideo's qkv)."""
     lookup = name_lookup(module_names, family)
     converter = "videogen"
     source = raw
-    for prefix, fn_name in DIFFUSERS_CONVERTERS.get(family, ()):
-        if not all(k.startswith(prefix) for k in raw):
+    for conv in DIFFUSERS_CONVERTERS.get(family, ()):
+        if not conv.takes(list(raw)):
             continue
+        fn_name = conv.fn
         from diffusers.loaders import lora_conversion_utils
 
         try:  # on copies: the converter scales some tensors in place, and may raise halfway
@@ -140,7 +198,7 @@ def normalise(raw: dict[str, Any], family: str, module_names: set[str]) -> Norma
             converter = f"videogen (diffusers' {fn_name} raised {type(e).__name__})"
             log.debug("LoRA conversion by diffusers failed: %s: %s", type(e).__name__, e)
         break
-    modules, unmatched = own_conversion(source, lookup)
+    modules, unmatched = own_conversion(source, lookup, fused_lookup(module_names, family), rows)
     for name, t in modules.items():
         if (t.down is None) != (t.up is None):
             raise UserError(f"module {name} has only one of the two LoRA matrices (down/lora_A and up/lora_B)")

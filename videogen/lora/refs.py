@@ -1,6 +1,8 @@
-"""`--lora PATH[:WEIGHT][@high|@low|@both]`: which file, how strongly, and into which expert.
+"""`--lora PATH|HUB_ID[:WEIGHT][@high|@low|@both]`: which file, how strongly, and into which expert.
 
-PATH is a local .safetensors file. WEIGHT (default 1.0) multiplies the LoRA's delta; 0 is exactly no LoRA.
+PATH is a local .safetensors file; HUB_ID a Hugging Face Hub repo, `ORG/NAME` (its one .safetensors file) or
+`ORG/NAME/FILE.safetensors`, found through the local Hub cache (videogen/lora/hubref.py). A path that exists wins
+over a Hub id spelled the same. WEIGHT (default 1.0) multiplies the LoRA's delta; 0 is exactly no LoRA.
 The expert matters for two-expert models (Wan 2.2 A14B): `high` is the high-noise expert (`transformer`, the
 first steps), `low` the low-noise one (`transformer_2`), `both` (the default) each of them. A one-expert model
 takes only `both`. Examples: `style.safetensors`, `style.safetensors:0.6`, `high.safetensors:1@high`.
@@ -20,19 +22,37 @@ TARGETS = {"both": ("transformer", "transformer_2"), "high": ("transformer",), "
 WEIGHT_RANGE = (-10.0, 10.0)
 
 
+# A two-part `a/b.pt` with a file suffix is a path (a missing one), never a Hub repo of that name.
+FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
 @dataclass(frozen=True)
 class LoraRef:
-    path: Path
+    path: Path  # the file read (for a Hub LoRA, the snapshot's file in the cache)
     weight: float = 1.0
     expert: str = "both"
+    hub_id: str | None = None  # ORG/NAME when named by its Hub repo
+    file: str | None = None  # the file's path inside that repo
+    revision: str | None = None  # the repo's commit the file came from
+
+    @property
+    def name(self) -> str:
+        """How messages and the spec name the LoRA: its absolute path, or ORG/NAME/FILE (ORG/NAME while its one
+        file is not looked up yet)."""
+        if self.hub_id:
+            return f"{self.hub_id}/{self.file}" if self.file else self.hub_id
+        return str(self.path)
 
     def canonical(self) -> str:
-        """The form kept in the resolved spec and run record: absolute path, weight and expert spelled out."""
-        return f"{self.path}:{self.weight:g}@{self.expert}"
+        """The form kept in the resolved spec and run record: absolute path (or ORG/NAME/FILE, never absolute,
+        so it resolves through the cache again), weight and expert spelled out."""
+        return f"{self.name}:{self.weight:g}@{self.expert}"
 
 
-def parse_ref(text: str, where: str) -> LoraRef:
-    """Parse one `--lora` value; `where` names the flag, preset or batch line in errors."""
+def parse_ref(text: str, where: str, resolve: bool = True) -> LoraRef:
+    """Parse one `--lora` value; `where` names the flag, preset or batch line in errors. With resolve=False a Hub
+    id is only parsed, not looked up (reading a preset or a batch file must not reach the Hub or the cache:
+    settings.merge resolves it for a render)."""
     body, expert = text, "both"
     if "@" in text:
         body, expert = text.rsplit("@", 1)
@@ -52,11 +72,36 @@ def parse_ref(text: str, where: str) -> LoraRef:
     if not body:
         raise UserError(f"{where}: LoRA '{text}': no file named")
     path = Path(body).expanduser()
+    hub_parts = None if path.exists() else hub_id_of(body)  # a path that exists wins over a Hub id
+    if hub_parts is not None:
+        from videogen.lora import hubref
+
+        repo_id, file = hub_parts
+        if file is not None and not file.endswith(".safetensors"):
+            raise UserError(f"{where}: LoRA '{body}': only .safetensors LoRA files are loaded")
+        if not resolve:
+            return LoraRef(Path(body), weight, expert, repo_id, file)
+        found = hubref.resolve(repo_id, file, where)
+        return LoraRef(found.path, weight, expert, found.repo_id, found.file, found.commit)
     if path.suffix != ".safetensors":
         raise UserError(f"{where}: LoRA '{body}': only .safetensors LoRA files are loaded")
     if not path.is_file():
         raise UserError(f"{where}: LoRA file not found: {body}")
     return LoraRef(path.resolve(), weight, expert)
+
+
+def hub_id_of(body: str) -> tuple[str, str | None] | None:
+    """`ORG/NAME` or `ORG/NAME/FILE` -> (repo id, file or None); None for what can only be a path."""
+    from videogen.loading import HUB_ID
+
+    if body.startswith((".", "/", "~", "\\")) or "\\" in body:
+        return None
+    parts = body.split("/")
+    if len(parts) < 2 or not HUB_ID.match("/".join(parts[:2])) or "" in parts:
+        return None
+    if len(parts) == 2:
+        return None if parts[1].lower().endswith(FILE_SUFFIXES) else (body, None)
+    return "/".join(parts[:2]), "/".join(parts[2:])
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
