@@ -33,9 +33,19 @@ class StorageCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
+        operands: set[int] | None = None
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
-                self._add(t.untyped_storage())
+                storage = t.untyped_storage()
+                if id(storage) in self._sizes:
+                    continue
+                if operands is None:
+                    operands = {id(a.untyped_storage()) for a in tree_leaves((args, kwargs))
+                                if isinstance(a, torch.Tensor)}
+                # A view of an operand allocates nothing: `linear` runs as t(weight) + addmm, and counting the
+                # transposed weight's storage added every block's weights to the activations.
+                if id(storage) not in operands:
+                    self._add(storage)
         return out
 
     def _add(self, storage: torch.UntypedStorage) -> None:
