@@ -172,3 +172,143 @@ def test_choose_offload_takes_the_fastest_mode_that_fits():
     assert choose_offload(plan, 2 * gib) == ("sequential", True)  # nothing fits: the smallest peak
     # the margin: a peak exactly equal to the free memory does not fit
     assert choose_offload(plan, 30 * gib) == ("none", True)
+
+
+def test_choose_offload_keeps_a_tiling_the_user_chose():
+    from videogen.plan.auto import choose_offload
+
+    plan = synthetic({"none": (30, 25), "model": (20, 12), "group": (10, 4), "sequential": (9, 3)})
+    gib = 2**30
+    assert choose_offload(plan, 29 * gib, tiling=False) == ("model", False)  # --no-vae-tiling: no tiled "none"
+    assert choose_offload(plan, 80 * gib, tiling=True) == ("none", True)  # --vae-tiling on a big card
+    assert choose_offload(plan, 2 * gib, tiling=False) == ("sequential", False)
+
+
+@pytest.fixture(scope="module")
+def ltx_dir(tmp_path_factory) -> Path:
+    """A small LTX-Video-shaped model: a second family for the CPU check (patchified VAE, token-layout latents)."""
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    tok = word_tokenizer(max_length=128)
+    te = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=128, d_kv=32, d_ff=256, num_layers=3, num_heads=4,
+                                 relative_attention_num_buckets=8, relative_attention_max_distance=16))
+    tr = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1,
+                                    num_attention_heads=4, attention_head_dim=16, cross_attention_dim=64,
+                                    num_layers=3, caption_channels=128)
+    vae = AutoencoderKLLTXVideo(
+        latent_channels=8, block_out_channels=(32, 32, 32, 32), decoder_block_out_channels=(32, 32, 32, 32),
+        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False, False), decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False, False, False, False, False), upsample_residual=(False, False, False, False),
+        upsample_factor=(1, 1, 1, 1), timestep_conditioning=True, patch_size=1, patch_size_t=1,
+        encoder_causal=True, decoder_causal=False)
+    parts = {"text_encoder": te.eval(), "transformer": tr.eval(), "vae": vae.eval(),
+             "scheduler": FlowMatchEulerDiscreteScheduler(), "tokenizer": tok}
+    return save_components(tmp_path_factory.mktemp("plan_ltx") / "model", "LTXPipeline", parts)
+
+
+def test_ltx_prediction_matches_a_real_cpu_run(ltx_dir):
+    """The same check for a second family: LTX-Video's text encoder, one guided step on its token-layout latents
+    and its timestep-conditioned decode, each within 15% of the real components run at that size."""
+    from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+    from transformers import T5EncoderModel
+
+    from videogen.plan.cards import card_from_folder
+    from videogen.plan.planner import Settings, latent_shape, plan
+
+    card = card_from_folder(ltx_dir)
+    s = Settings(frames=FRAMES, height=HEIGHT, width=WIDTH, dtype=torch.float32, guidance=3.0, batch_cfg=True,
+                 fps=24)
+    p = plan(card, s)
+    tokens = card.data["text_tokens"]["text_encoder"]
+    te = T5EncoderModel.from_pretrained(ltx_dir / "text_encoder").eval()
+    tr = LTXVideoTransformer3DModel.from_pretrained(ltx_dir / "transformer").eval()
+    vae = AutoencoderKLLTXVideo.from_pretrained(ltx_dir / "vae").eval()
+    gib = 2**30
+
+    ids = torch.zeros(1, tokens, dtype=torch.long)
+    te(input_ids=ids)
+    te_real = real_peak(lambda: te(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state)
+    assert within(p["stages"]["text_encoder"]["activations_gib"]["text_encoder"] * gib, te_real)
+
+    c, f, h, w = latent_shape(card, s)
+    assert (c, f, h, w) == (8, 5, 16, 24)
+
+    def step():  # one guided step on packed tokens, as the LTX adapter calls the transformer
+        x = torch.randn(1, f * h * w, c)
+        out = tr(hidden_states=torch.randn(2, f * h * w, c), encoder_hidden_states=torch.randn(2, tokens, 128),
+                 timestep=torch.tensor([999.0, 999.0]), encoder_attention_mask=torch.ones(2, tokens, dtype=torch.long),
+                 num_frames=f, height=h, width=w, rope_interpolation_scale=(8 / 24, 4, 4), return_dict=False)[0]
+        cond, uncond = out.float().chunk(2)
+        return x + 0.01 * (uncond + 3.0 * (cond - uncond))
+
+    assert within(p["stages"]["denoise"]["activations_gib"] * gib, real_peak(step))
+    temb = torch.tensor([0.05])
+    dec_real = real_peak(lambda: vae.decode(torch.randn(1, c, f, h, w), temb, return_dict=False)[0])
+    dec = p["stages"]["decode"]
+    assert within((dec["peak_gib_untiled"] - dec["weights_gib"]) * gib, dec_real)
+
+
+def test_auto_offload_on_a_gpu_takes_the_fastest_mode_that_fits(model_dir, monkeypatch):
+    """The CUDA path of --offload auto without a GPU: free memory is what torch.cuda.mem_get_info reports; the
+    mode and tiling chosen are the plan's fastest that fit, and the user's own --vae-tiling is kept."""
+    from videogen.engine import inspect_model
+    from videogen.plan import auto
+    from videogen.spec import RenderSpec
+
+    info = inspect_model(str(model_dir))
+    spec = RenderSpec(prompt="a", model=str(model_dir), frames=FRAMES, height=HEIGHT, width=WIDTH, guidance=5.0,
+                      batch_cfg=True, extras={"where": {}})
+    free = {"bytes": 80 * 2**30}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 * 2**30))
+    cuda = torch.device("cuda")
+    resolved, memory = auto.resolve(spec, info, cuda, torch.float32)
+    assert (resolved.offload, resolved.vae_tiling) == ("none", False) and memory.planning
+    plan = next(iter(memory.plans.values()))
+    rows = plan["offload"]
+    # just below what "none" needs untiled, but above its tiled peak: tiling, not offloading
+    need = {m: {t: rows[m][f"gpu_peak_gib_{t}"] * 2**30 * (1 + auto.MARGIN) + auto.RESERVE_BYTES
+                for t in ("untiled", "tiled")} for m in rows}
+    assert need["none"]["tiled"] < need["none"]["untiled"]
+    free["bytes"] = int(need["none"]["untiled"]) - 1
+    resolved, memory = auto.resolve(spec, info, cuda, torch.float32)
+    assert (resolved.offload, resolved.vae_tiling) == ("none", True)
+    # the user said --no-vae-tiling: the next mode that fits untiled
+    said = spec.replace(extras={"where": {"vae_tiling": "--vae-tiling"}})
+    resolved, memory = auto.resolve(said, info, cuda, torch.float32)
+    assert resolved.vae_tiling is False and resolved.offload == auto.choose_offload(plan, free["bytes"], False)[0]
+    assert resolved.offload != "none"
+    # an explicit mode is never replaced
+    resolved, memory = auto.resolve(spec.replace(offload="group", extras={"where": {"offload": "--offload"}}), info,
+                                    cuda, torch.float32)
+    assert resolved.offload == "group" and memory.chosen_by == "--offload"
+
+
+def test_offload_auto_on_cpu_renders_and_records_the_choice_and_prediction(tmp_path):
+    """The user's path: `--offload auto` on a CPU renders without offload, says so on stderr, and the record holds
+    the choice, the prediction of each stage for the render's settings, and why nothing was measured."""
+    from videogen.loading import builtin_model_path
+    from videogen.plan.auto import NOT_ON_CPU
+    from videogen.plan.cards import card_from_folder
+    from videogen.plan.planner import Settings, plan
+
+    out = tmp_path / "a.mp4"
+    r = run_cli("generate", "a red circle", "--seed", "1", "--steps", "2", "--offload", "auto",
+                "-o", str(out), "--json", "-q", cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert "--offload auto: --offload none" in r.err
+    record = json.loads(r.out)
+    memory = record["memory"]
+    assert (memory["offload"], memory["vae_tiling"]) == ("none", False)
+    assert memory["chosen_by"].startswith("auto") and record["spec"]["offload"] == "none"
+    assert memory["measured_gpu_gib"] == NOT_ON_CPU
+    spec = record["spec"]
+    expected = plan(card_from_folder(builtin_model_path()),
+                    Settings(frames=spec["frames"], height=spec["height"], width=spec["width"], dtype=torch.float32,
+                             guidance=spec["guidance"], batch_cfg=bool(spec["batch_cfg"]), fps=spec["fps"]))
+    stages = expected["offload"]["none"]["stages_gib"]["untiled"]
+    predicted = memory["predicted_gpu_gib"]
+    assert {k: predicted[k] for k in stages} == stages and predicted["peak"] == max(stages.values())
+    assert json.loads(out.with_name("a.mp4.json").read_text())["memory"] == memory  # the record on disk too

@@ -200,6 +200,7 @@ class Engine:
 
     options: Any = None  # videogen.options.Options: the engine options applied at load (step cache, ...)
     loras: Any = None  # videogen.lora.merge.LoraState: the LoRAs merged now; each render switches to its own
+    memory: Any = None  # videogen.plan.auto.Memory: the offload and tiling chosen at load, and the plans
 
     def __init__(self, info: ModelInfo, model: Family, key: tuple[Any, ...], load_seconds: float):
         self.info, self.model, self.key, self.load_seconds = info, model, key, load_seconds
@@ -216,6 +217,10 @@ class Engine:
             options.check(spec, device, info.family.block_count(info.source.path))
         except UserError as e:
             raise UserError(relabel(str(e), spec)) from None
+        from videogen.plan import auto
+
+        requested = spec  # renders are matched to this engine by what they ask for (--offload auto included)
+        spec, memory = auto.resolve(spec, info, device, dtype)
         if progress:
             progress("load", 0, 1)
         torch.set_flush_denormal(True)  # denormals make small models several times slower on CPUs
@@ -235,9 +240,9 @@ class Engine:
         applied = options.apply(model, spec, device)
         if progress:
             progress("load", 1, 1)
-        key = engine_key(spec)
+        key = engine_key(requested)
         engine = cls(info, model, key, time.perf_counter() - start)
-        engine.options, engine.loras = applied, loras
+        engine.options, engine.loras, engine.memory = applied, loras, memory
         return engine
 
     def accepts(self, spec: RenderSpec) -> bool:
@@ -257,10 +262,17 @@ class Engine:
         if self.loras is not None and self.loras.switch(loras):  # the base weights stay loaded
             timings["lora_switch"] = round(self.loras.last_switch_seconds, 4)
 
+        device = self.model.device
+        measured: dict[str, float] | None = {} if device.type == "cuda" else None
+
         def stage(name: str, fn: Callable[[], Any]) -> Any:
+            if measured is not None:  # each stage's own peak, weights resident on the GPU included
+                torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
             out = fn()
             timings[name] = round(time.perf_counter() - start, 4)
+            if measured is not None:
+                measured[name] = round(torch.cuda.max_memory_allocated(device) / 2**30, 4)
             return out
 
         if progress:
@@ -307,6 +319,12 @@ class Engine:
             record["loras"] = lora.record(loras)
         if opts is not None:
             record["engine_options"] = opts.record(spec, frames, reference)
+        if self.memory is not None:
+            from videogen.plan.auto import STAGES
+
+            plan = self.memory.plan_for(spec, self.info, self.model.dtype)
+            record["memory"] = self.memory.record(
+                plan, None if measured is None else {STAGES.get(k, k): v for k, v in measured.items()})
         if audio is not None:
             wave, rate = audio
             audio = (wave.clone(), rate)
@@ -327,6 +345,10 @@ class Engine:
 
         return each
 
+    def chosen(self) -> dict[str, Any]:
+        """The offload and tiling this engine runs with (what `--offload auto` chose), for the record's spec."""
+        return {} if self.memory is None else {"offload": self.memory.offload, "vae_tiling": self.memory.vae_tiling}
+
     def record(self, spec: RenderSpec, plan_info: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
         from videogen import clips
 
@@ -343,7 +365,7 @@ class Engine:
             "versions": versions(), "timings": timings,
             # A Hub model's commit, not the branch that named it: --from renders the same files.
             "spec": spec.replace(device=str(device), dtype=str(self.model.dtype).removeprefix("torch."),
-                                 revision=self.info.source.revision or spec.revision).to_dict(),
+                                 revision=self.info.source.revision or spec.revision, **self.chosen()).to_dict(),
         }
 
 

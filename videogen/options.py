@@ -52,7 +52,7 @@ class Option:
 
 
 def _check_offload(spec: RenderSpec, device: torch.device) -> None:
-    if spec.offload != "none" and device.type != "cuda":
+    if spec.offload not in ("none", "auto") and device.type != "cuda":
         where = "this machine has no CUDA GPU" if not torch.cuda.is_available() else "add --device cuda"
         raise UserError(f"--offload {spec.offload} moves weights between the CPU and a CUDA GPU; {where} "
                         "(use --offload none)")

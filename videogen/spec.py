@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 
 from videogen.errors import UserError
 
-Offload = Literal["none", "model", "sequential", "group"]
+Offload = Literal["auto", "none", "model", "sequential", "group"]
 Cache = Literal["none", "fbc", "mag", "taylorseer", "pab"]
 Quantize = Literal["none", "fp8"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -89,7 +89,9 @@ class RenderSpec:
     # Engine options: they change speed and memory, and (for dtype, device, cache, quantize) the output.
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", kind=ENGINE)
     dtype: Dtype = _f("auto", "Weights and compute precision.", kind=ENGINE)
-    offload: Offload = _f("none", "Move weights to the GPU only when needed.", kind=ENGINE)
+    offload: Offload = _f("auto", "Move weights to the GPU only when needed. auto: the fastest mode whose predicted "
+                          "memory fits the GPU's free memory (`videogen plan`), with --vae-tiling when the decode "
+                          "would not fit; none on a CPU.", kind=ENGINE)
     vae_tiling: bool = _f(False, "Decode in tiles to save memory.", kind=ENGINE)
     compile: bool = _f(False, "torch.compile the repeated transformer blocks.", kind=ENGINE)
     attention: str | None = _f(None, "Attention backend (sdpa, flash, sage, ...).", kind=ENGINE)

@@ -16,7 +16,8 @@ stderr = Console(stderr=True, highlight=False)
 
 class _Handler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        stderr.print(f"[yellow]warning:[/yellow] {record.getMessage()}", markup=True, soft_wrap=True)
+        label = "[yellow]warning:[/yellow]" if record.levelno >= logging.WARNING else "note:"
+        stderr.print(f"{label} {record.getMessage()}", markup=True, soft_wrap=True)
 
 
 def setup_logging() -> None:

@@ -9,6 +9,7 @@ what one block hands to the next (UMT5's position bias, say) is counted too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 from videogen.plan.cards import Card
 from videogen.plan.components import Component, WeightStats
 from videogen.plan.inputs import Shapes, decode_kwargs, denoiser_inputs, text_inputs
-from videogen.plan.trace import fake_mode, fake_module, peak_bytes
+from videogen.plan.trace import peak_bytes, traced
 
 GIB = 1024**3
 OFFLOAD_MODES = ("none", "model", "group", "sequential")  # fastest first
@@ -55,6 +56,20 @@ def _one_block(comp: Component) -> dict[str, Any]:
     return {k: min(2, int(comp.config[k])) for k in comp.repeat}
 
 
+def _stack_peak(comp: Component, dtype: torch.dtype, work: Callable[[torch.nn.Module], int]) -> int:
+    """Activation peak of the whole component from short stacks: two blocks of each repeated stack, then three of
+    one stack at a time. What a third block adds is what each block leaves alive until the end (T5 keeps 2 score
+    tensors per layer: 16% of a 3-layer encoder's peak), so it is added once per block beyond two."""
+    two = _one_block(comp)
+    base = traced(comp, dtype, two, work)
+    extra = 0
+    for key in comp.repeat:
+        blocks = int(comp.config[key])
+        if blocks > 2:
+            extra += max(0, traced(comp, dtype, {**two, key: 3}, work) - base) * (blocks - 2)
+    return base + extra
+
+
 def _element(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
@@ -72,12 +87,15 @@ def weight_bytes(comp: Component, stats: WeightStats, s: Settings) -> dict[str, 
 
 
 def trace_text_encoder(comp: Component, tokens: int, s: Settings) -> int:
-    with fake_mode():
-        module = fake_module(comp, comp.dtype(s.dtype), _one_block(comp))
+    dtype = comp.dtype(s.dtype)
+
+    def work(module: torch.nn.Module) -> int:
         if "Vision" in comp.cls:
             size = int(comp.config.get("image_size", 224))
-            return peak_bytes(lambda: module(pixel_values=torch.randn(1, 3, size, size, dtype=comp.dtype(s.dtype))))
+            return peak_bytes(lambda: module(pixel_values=torch.randn(1, 3, size, size, dtype=dtype)))
         return peak_bytes(lambda: module(**text_inputs(tokens)))
+
+    return _stack_peak(comp, dtype, work)
 
 
 def latent_shape(card: Card, s: Settings) -> tuple[int, int, int, int]:
@@ -94,10 +112,9 @@ def trace_denoise(card: Card, comp: Component, s: Settings) -> int:
     guided = cfg_on(card, s)
     batch = 2 if guided and s.batch_cfg else 1
     forwards = 2 if guided and not s.batch_cfg else 1
-    with fake_mode():
-        module = fake_module(comp, dtype, _one_block(comp))
-        shapes = Shapes(batch, c, f, h, w, tokens, s.fps)
+    shapes = Shapes(batch, c, f, h, w, tokens, s.fps)
 
+    def work(module: torch.nn.Module) -> int:
         def step() -> torch.Tensor:
             latents = torch.randn(1, c, f, h, w)
             outs = [module(**denoiser_inputs(comp.cls, comp.config, shapes, dtype))[0].float()
@@ -110,6 +127,8 @@ def trace_denoise(card: Card, comp: Component, s: Settings) -> int:
 
         return peak_bytes(step)
 
+    return _stack_peak(comp, dtype, work)
+
 
 # The decode is traced at two short lengths (latent frames) and extrapolated linearly: a video VAE decodes frame
 # by frame or as one tensor, so its memory is affine in the frame count while the trace cost grows with it.
@@ -120,14 +139,14 @@ def trace_decode(card: Card, comp: Component, s: Settings, tiled: bool) -> int:
     """Peak of the VAE decode, or -1 for a tiled decode of a VAE that cannot tile.
 
     Untiled: traced at two short lengths, extrapolated in frames. Tiled: the real tiling code traced on canvases
-    of 2x2 and 2x3 tile strides, extrapolated on the model P = A + C*frames*area (A: one tile's activations,
+    of one row of 2 and 3 tiles, extrapolated on the model P = A + C*frames*area (A: one tile's activations,
     C: the buffers that hold the decoded tiles and video)."""
     dtype = comp.dtype(s.dtype)
     c, frames, h, w = latent_shape(card, s)
     c = int(comp.config.get("latent_channels") or comp.config.get("z_dim") or c)
     per_frame = comp.cls in ("AutoencoderKL", "AutoencoderTiny")
-    with fake_mode():
-        module = fake_module(comp, dtype, {})
+
+    def work(module: torch.nn.Module) -> int:
         if tiled:
             if not hasattr(module, "enable_tiling"):
                 return -1
@@ -148,18 +167,25 @@ def trace_decode(card: Card, comp: Component, s: Settings, tiled: bool) -> int:
             p_a = peak(a, h, w)
             slope = (peak(b, h, w) - p_a) / (b - a) if b != a else 0.0
             return int(p_a + slope * (frames - a))
-        # tiled: P = A + C*frames*area, from two canvases of `a` frames
-        stride = int(getattr(module, "tile_sample_stride_height", 0) or 0) // card.data["latent"]["spatial"]
-        h1, w1 = (min(h, 2 * stride), min(w, 2 * stride)) if stride else (h, w)
-        w2 = min(w, 3 * stride) if stride else w
+        # tiled: P = A + C*frames*area, from two canvases of `a` frames. One row of full-height tiles (the row
+        # stride set to the tile height, so rows neither repeat nor blend) and two or three columns: 5 tile decodes
+        # instead of 10 for a 2x2 and a 2x3 canvas. The rows' overlap is put back by the overlap ratio below.
+        spatial = card.data["latent"]["spatial"]
+        stride = int(getattr(module, "tile_sample_stride_height", 0) or 0) // spatial
+        tile = int(getattr(module, "tile_sample_min_height", 0) or 0) // spatial
+        if stride and tile:
+            module.tile_sample_stride_height = module.tile_sample_min_height
+            h1, w1, w2 = min(h, tile), min(w, 2 * stride), min(w, 3 * stride)
+        else:
+            h1, w1, w2 = h, w, w
         p1 = peak(a, h1, w1)
         coef_c = (peak(a, h1, w2) - p1) / (a * h1 * (w2 - w1)) if w2 != w1 else 0.0
         coef_a = p1 - coef_c * a * h1 * w1
-        if stride:  # decoded tiles overlap more on a larger canvas: scale the buffers by the overlap ratio
-            tile = int(getattr(module, "tile_sample_min_height", 0) or 0) // card.data["latent"]["spatial"]
-            coef_c *= _overlap(h, stride, tile) * _overlap(w, stride, tile) / (
-                _overlap(h1, stride, tile) * _overlap(w2, stride, tile))
+        if stride and tile:  # decoded tiles overlap more on a larger canvas: scale the buffers by the overlap ratio
+            coef_c *= _overlap(h, stride, tile) * _overlap(w, stride, tile) / _overlap(w2, stride, tile)
         return int(coef_a + coef_c * frames * h * w)
+
+    return traced(comp, dtype, {}, work)
 
 
 def _overlap(length: int, stride: int, tile: int) -> float:
@@ -180,34 +206,31 @@ def plan(card: Card, s: Settings) -> dict[str, Any]:
     if dec_act[True] < 0:
         dec_act[True] = dec_act[False]
 
-    def stage_peaks(kind: str, tiled: bool) -> list[int]:
-        """GPU bytes of each stage when only that stage's component is on the GPU, `kind` of its weights."""
-        peaks = [weights[n][kind] + te_act[n] for n in encoders]
-        peaks.append(max(weights[n][kind] for n in experts) + dn_act)
-        peaks.append(weights["vae"][kind] + dec_act[tiled])
-        return peaks
-
     all_weights = sum(w["all"] for w in weights.values())
+
+    def stage_bytes(mode: str, tiled: bool) -> dict[str, int]:
+        """GPU bytes of each stage in `mode`: every weight resident (none), or only that stage's component on the
+        GPU, all of its weights (model), its resident block set (group: block groups for the transformer, leaf
+        groups elsewhere) or one layer's (sequential)."""
+        if mode == "none":
+            return {"text_encoder": all_weights + max(te_act.values(), default=0),
+                    "denoise": all_weights + dn_act, "decode": all_weights + dec_act[tiled]}
+        kind = {"model": "all", "group": "blocks", "sequential": "leaf"}[mode]
+        other = "leaf" if mode == "group" else kind
+        return {"text_encoder": max((weights[n][other] + te_act[n] for n in encoders), default=0),
+                "denoise": max(weights[n][kind] for n in experts) + dn_act,
+                "decode": weights["vae"][other] + dec_act[tiled]}
+
     offload: dict[str, Any] = {}
     for mode in OFFLOAD_MODES:
-        row: dict[str, Any] = {}
-        for tiled in (False, True):
-            if mode == "none":
-                peak = all_weights + max([*te_act.values(), dn_act, dec_act[tiled]])
-            else:
-                kind = {"model": "all", "group": "blocks", "sequential": "leaf"}[mode]
-                if mode == "group":  # block groups for the transformer only; leaf groups elsewhere
-                    peaks = [weights[n]["leaf"] + te_act[n] for n in encoders]
-                    peaks += [max(weights[n][kind] for n in experts) + dn_act,
-                              weights["vae"]["leaf"] + dec_act[tiled]]
-                else:
-                    peaks = stage_peaks(kind, tiled)
-                peak = max(peaks)
-            row["tiled" if tiled else "untiled"] = peak
-        offload[mode] = {"gpu_peak_gib": _gib(row["tiled" if s.vae_tiling else "untiled"]),
-                         "gpu_peak_gib_untiled": _gib(row["untiled"]), "gpu_peak_gib_tiled": _gib(row["tiled"]),
+        row = {tiled: stage_bytes(mode, tiled) for tiled in (False, True)}
+        offload[mode] = {"gpu_peak_gib": _gib(max(row[s.vae_tiling].values())),
+                         "gpu_peak_gib_untiled": _gib(max(row[False].values())),
+                         "gpu_peak_gib_tiled": _gib(max(row[True].values())),
                          # every mode loads all weights on the CPU first; offload modes keep them there
-                         "cpu_ram_gib": _gib(all_weights)}
+                         "cpu_ram_gib": _gib(all_weights),
+                         "stages_gib": {"untiled": {k: _gib(v) for k, v in row[False].items()},
+                                        "tiled": {k: _gib(v) for k, v in row[True].items()}}}
     te_w = sum(weights[n]["all"] for n in encoders)
     stages = {
         "text_encoder": {"weights_gib": _gib(te_w),

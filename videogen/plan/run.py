@@ -26,7 +26,7 @@ def _preset_name(flags: dict[str, Any], preset: str | None) -> str | None:
 def plan_for(flags: dict[str, Any], preset: str | None) -> dict[str, Any]:
     from videogen.cli.options import merge
     from videogen.cli.plan import model_card_for
-    from videogen.plan.planner import Settings, plan
+    from videogen.plan.planner import plan
 
     name = _preset_name(flags, preset)
     spec = merge("(plan)", dict(flags), preset)
@@ -40,6 +40,17 @@ def plan_for(flags: dict[str, Any], preset: str | None) -> dict[str, Any]:
             spec = resolve_spec(spec, inspect_model(spec.model))
     # auto means bfloat16 on a CUDA GPU, which is what the plan is for
     dtype = torch.bfloat16 if spec.dtype == "auto" else DTYPES[spec.dtype]
+    s = settings_of(spec, card, dtype)
+    result = plan(card, s)
+    result["settings"]["steps"] = spec.steps
+    result["settings"]["offload"] = spec.offload
+    return result
+
+
+def settings_of(spec: Any, card: Any, dtype: torch.dtype) -> Any:
+    """The planner's settings for a spec whose frames and size are known (`card` may cap its text tokens)."""
+    from videogen.plan.planner import Settings
+
     if spec.max_sequence_length:
         card.data["text_tokens"] = {k: min(v, spec.max_sequence_length) if k == "text_encoder" else v
                                     for k, v in card.data["text_tokens"].items()}
@@ -53,14 +64,10 @@ def plan_for(flags: dict[str, Any], preset: str | None) -> dict[str, Any]:
     lat = card.data["latent"]
     if spec.height % lat["spatial"] or spec.width % lat["spatial"]:
         raise UserError(f"--height/--width must be multiples of {lat['spatial']} for this model")
-    s = Settings(frames=spec.frames, height=spec.height, width=spec.width, dtype=dtype,
-                 guidance=spec.guidance if spec.guidance is not None else 5.0, guidance_2=spec.guidance_2,
-                 true_guidance=spec.true_guidance, batch_cfg=bool(spec.batch_cfg), vae_tiling=bool(spec.vae_tiling),
-                 quantize=spec.quantize, fps=spec.fps or 16)
-    result = plan(card, s)
-    result["settings"]["steps"] = spec.steps
-    result["settings"]["offload"] = spec.offload
-    return result
+    return Settings(frames=spec.frames, height=spec.height, width=spec.width, dtype=dtype,
+                    guidance=spec.guidance if spec.guidance is not None else 5.0, guidance_2=spec.guidance_2,
+                    true_guidance=spec.true_guidance, batch_cfg=bool(spec.batch_cfg),
+                    vae_tiling=bool(spec.vae_tiling), quantize=spec.quantize, fps=spec.fps or 16)
 
 
 def _preset_names() -> set[str]:
