@@ -114,7 +114,7 @@ def _sized(spec: Any, info: Any) -> Any:
     """Sizes from the model's defaults where the spec leaves them open (an engine is loaded before its renders)."""
     from videogen.engine import model_defaults
 
-    defaults = model_defaults(info)
+    defaults = model_defaults(info, spec)
     return spec.replace(**{k: defaults[k][0] for k in ("frames", "height", "width", "guidance", "fps", "batch_cfg")
                            if getattr(spec, k) is None and k in defaults})
 
