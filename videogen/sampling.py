@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
+
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,13 @@ class StepInfo:
         return {"step_index": self.index, "sigma": self.sigma, "num_inference_steps": self.total}
 
 
-Predict = Callable[[torch.Tensor, torch.Tensor, Conditioning, StepInfo], torch.Tensor]
+# Type aliases name torch's Tensor as a string: evaluating it here would import torch (see videogen.lazy).
+Predict = Callable[["torch.Tensor", "torch.Tensor", Conditioning, StepInfo], "torch.Tensor"]
 # on_step(step_index, total, latents, x0): latents in the family's own layout after the step; x0 the clean-video
 # estimate of that step as model-space latents [B,C,F,h,w] (what a latent format's RGB factors apply to).
-StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor | None], None]
+StepCallback = Callable[[int, int, "torch.Tensor", "torch.Tensor | None"], None]
 # x0(model_output, t, latents_before_the_step, step_index) -> the clean estimate, in the loop's layout
-X0 = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+X0 = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor", int], "torch.Tensor"]
 
 
 @dataclass

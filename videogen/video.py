@@ -17,11 +17,12 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from videogen.errors import RenderError, UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 RECORD_NAME = "run.json"  # inside a PNG folder
 STDOUT = Path("-")  # `-o -`: the video goes to stdout, as fragmented MP4 (a format that streams)
@@ -61,16 +62,21 @@ def record_path(output: Path) -> Path:
     return output / RECORD_NAME if output_kind(output) == "png" else output.with_name(output.name + ".json")
 
 
+_WORDS = re.compile(r"[a-z0-9]+")
+
+
 def slug(text: str, limit: int = 60) -> str:
     """A safe file-name piece: ASCII letters and digits joined by '-', never empty, no leading dot."""
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
-    words = re.findall(r"[a-z0-9]+", text)
-    out = ""
-    for w in words:
-        if len(out) + len(w) + (1 if out else 0) > limit:
-            break
-        out = f"{out}-{w}" if out else w
-    return out or (words[0][:limit] if words else "video")
+    if not text.isascii():  # accents dropped, other scripts too (a batch names 10,000 items: ASCII skips this)
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    words = _WORDS.findall(text.lower())
+    if not words:
+        return "video"
+    joined = "-".join(words)
+    if len(joined) <= limit:
+        return joined
+    cut = joined.rfind("-", 0, limit + 1)  # the whole words that fit; a first word too long is cut short
+    return joined[:cut] if cut > 0 else words[0][:limit]
 
 
 def default_output(prompt: str, seed: int, folder: Path = Path("outputs"), suffix: str = ".mp4") -> Path:
@@ -187,6 +193,8 @@ def _ffmpeg() -> str:
 
 def _encode(frames: np.ndarray, path: Path | None, fps: int, kind: str, crf: int, comment: str) -> None:
     """MP4 or WebM through ffmpeg; `path` None streams fragmented MP4 to stdout."""
+    import numpy as np
+
     f, h, w, _ = frames.shape
     if kind in ("mp4", "webm") and (h % 2 or w % 2):
         raise UserError(f"{kind} (yuv420p) needs an even width and height, not {w}x{h}")
@@ -317,6 +325,8 @@ def _place(tmp: Path, final: Path, overwrite: bool) -> None:
 
 def read_frames(path: Path) -> tuple[np.ndarray, float]:
     """Frames [F,H,W,3] uint8 and fps of a written output (for tests, checks and resume)."""
+    import numpy as np
+
     kind = output_kind(path)
     if kind == "png":
         from PIL import Image

@@ -16,13 +16,14 @@ import html
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import numpy as np
 
 from videogen.batch.manifest import MANIFEST, read_manifest, shard_paths, write_atomic
 from videogen.batch.plan import Item, State
+
+if TYPE_CHECKING:
+    import numpy as np
 
 INDEX = "index.html"
 THUMBS = "thumbs"

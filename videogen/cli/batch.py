@@ -6,6 +6,7 @@ default for every item, and builds each item's RenderSpec with the same `merge` 
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -123,18 +124,19 @@ def run(file: Path, preset: str | None, seeds: str | None, seeds_per_prompt: int
 
 def print_plan(items: list[Any], out_dir: Path) -> None:
     """The plan as a table on stdout, then what the folder holds that the plan does not (left alone)."""
-    from videogen.batch import inspect_item, known_hashes, orphans
+    from videogen.batch import State, inspect_item, known_hashes, orphans
 
     hashes = known_hashes(out_dir) if out_dir.is_dir() else {}
+    present = set(os.listdir(out_dir)) if out_dir.is_dir() else set()  # one listing, not a stat per item
     lines = [f"{len(items)} item(s) -> {out_dir}"]
     header = ("#", "state", "seed", "frames", "size", "steps", "model", "output", "prompt", "lines")
     rows = []
     for it in items:
         s = it.spec
-        state = inspect_item(it, hashes, repair=False).state
+        state = inspect_item(it, hashes, repair=False).state if it.name in present else State.TODO
         size = f"{s.width}x{s.height}" if s.width and s.height else "default"
         rows.append((str(it.index), state.value, str(s.seed), str(s.frames or "default"), size,
-                     str(s.steps or "default"), s.model, it.output.name, s.prompt[:60],
+                     str(s.steps or "default"), s.model, it.name, s.prompt[:60],
                      ", ".join(w.rsplit(":", 1)[-1] for w in (it.where, *it.also))))
     # A plain table (a rich Table lays out 10,000 rows in seconds): columns padded to their widest cell.
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
