@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 INDEX = "index.html"
 THUMBS = "thumbs"
+GENERATOR = '<meta name="generator" content="videogen batch">'  # how a rerun knows the page is its own
+OLD_MARK = "// Thumbnails play while the pointer is on them."  # pages written before the generator tag
 POSTER_WIDTH = 320  # larger frames are scaled down; smaller ones are enlarged by the page, not in the file
 
 
@@ -55,6 +57,15 @@ def clean_stale(out_dir: Path) -> None:
     for stale in [*out_dir.glob(f".{INDEX}.partial-*"), *(out_dir / THUMBS).glob(".*.partial-*")]:
         with contextlib.suppress(OSError):
             stale.unlink()
+
+
+def is_gallery(path: Path) -> bool:
+    """Whether `path` is a page a batch wrote (and may rewrite), not someone's own index.html."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return GENERATOR in text or OLD_MARK in text
 
 
 class Gallery:
@@ -91,7 +102,7 @@ class Gallery:
         title = f"{Path(self.batch_file).name}: {len(self.items)} item(s)"
         updated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         return PAGE.format(title=esc(title), summary=esc(summary), updated=updated, cards="\n".join(cards),
-                           script=SCRIPT)
+                           script=SCRIPT, generator=GENERATOR)
 
     def card(self, item: Item, state: str, error: str) -> str:
         from videogen.video import record_path
@@ -146,6 +157,7 @@ PAGE = """<!doctype html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+{generator}
 <title>{title}</title>
 <link rel="icon" href="data:,">
 <style>

@@ -68,6 +68,16 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def is_manifest(path: Path) -> bool:
+    """Whether every line of `path` is a manifest line, or the torn start of one (a process killed mid-write):
+    a file of that name holding anything else is someone's, and compacting the manifest would drop its lines."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return all(not line.strip() or line.startswith('{"id": ') for line in text.split("\n"))
+
+
 def shard_paths(out_dir: Path) -> list[Path]:
     return sorted(out_dir.glob("manifest.rank*.jsonl"))
 

@@ -142,22 +142,23 @@ def main() -> None:
     except ImportError:
         from click import exceptions as click_errors
 
-    # OpenMP threads that spin while waiting make a CPU render 50x slower when another process holds a core
-    # (measured: 14.5 s instead of 0.26 s of denoising for the built-in model); they must sleep instead.
-    # Read once, when torch loads, so it is set here, before any torch import; a user's own setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from videogen.cli.progress import setup_logging
-
-    setup_logging()
 
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM ends a render like Ctrl-C: partial files removed, exit 130
 
-    signal.signal(signal.SIGTERM, _terminate)
-    if hasattr(signal, "SIGHUP"):  # a closed terminal ends a render the same way
-        signal.signal(signal.SIGHUP, _terminate)
     code = 0
     try:
+        # OpenMP threads that spin while waiting make a CPU render 50x slower when another process holds a core
+        # (measured: 14.5 s instead of 0.26 s of denoising for the built-in model); they must sleep instead.
+        # Read once, when torch loads, so it is set here, before any torch import; a user's own setting wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        signal.signal(signal.SIGTERM, _terminate)
+        if hasattr(signal, "SIGHUP"):  # a closed terminal ends a render the same way
+            signal.signal(signal.SIGHUP, _terminate)
+        # imported inside the try: Ctrl-C while rich loads is handled like any other
+        from videogen.cli.progress import setup_logging
+
+        setup_logging()
         rv = app(standalone_mode=False)
         # Outside standalone mode typer returns exit codes instead of raising them, Ctrl-C included (130).
         if isinstance(rv, int) and rv:
