@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from videogen.errors import RenderError, UserError
+from videogen.jsonfile import parse_object, read_object
 
 if TYPE_CHECKING:
     import numpy as np
@@ -384,22 +385,10 @@ def load_record(path: Path) -> dict[str, Any]:
             comment = read_comment(path)
             if not comment:
                 raise UserError(f"{path}: carries no run record (no comment tag) and has no {rec.name} beside it")
-            try:
-                data = json.loads(comment)
-            except ValueError:
-                raise UserError(f"{path}: its comment tag is not a videogen run record") from None
-            if not isinstance(data, dict):
-                raise UserError(f"{path}: its comment tag is not a videogen run record")
-            return data
+            return parse_object(comment, f"{path} (its comment tag)", "a videogen run record", needs=("spec", dict))
         else:
             raise UserError(f"{path}: a {fmt.name.upper()} output carries no run record; its record is the file "
                             f"{rec.name} beside it, which is missing")
     if not path.is_file():
         raise UserError(f"run record not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a JSON run record ({type(e).__name__})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
-        raise UserError(f"{path}: not a videogen run record (no 'spec')")
-    return data
+    return read_object(path, "a videogen run record", needs=("spec", dict))

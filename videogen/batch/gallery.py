@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from videogen.batch.manifest import MANIFEST, read_manifest, shard_paths, write_atomic
+from videogen.batch.manifest import MANIFEST, read_manifest, read_text, shard_paths, write_atomic
 from videogen.batch.plan import Item, State
 
 if TYPE_CHECKING:
@@ -61,11 +61,8 @@ def clean_stale(out_dir: Path) -> None:
 
 def is_gallery(path: Path) -> bool:
     """Whether `path` is a page a batch wrote (and may rewrite), not someone's own index.html."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return GENERATOR in text or OLD_MARK in text
+    text = read_text(path)
+    return text is not None and (GENERATOR in text or OLD_MARK in text)
 
 
 class Gallery:

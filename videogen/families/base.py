@@ -9,7 +9,6 @@ and its real oddities.
 
 from __future__ import annotations
 
-import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from videogen import vae as vae_ops
 from videogen.errors import UserError
+from videogen.jsonfile import read_object
 from videogen.lazy import no_grad
 from videogen.loading import components, load_component
 from videogen.sampling import X0, Conditioning, Plan, Predict
@@ -93,10 +93,7 @@ def read_config(path: Path, component: str) -> dict[str, Any]:
     f = path / component / "config.json"
     if not f.is_file():
         f = path / component / "scheduler_config.json"
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read {component} config ({e})") from None
+    return read_object(f, f"the {component} config")
 
 
 class Family(ABC):
