@@ -24,7 +24,8 @@ from videogen.spec import ENGINE_FIELDS, RenderSpec
 if TYPE_CHECKING:
     import numpy as np
 
-    from videogen.engine import Engine, ModelInfo, Progress
+    from videogen.engine import Engine, Progress
+    from videogen.resolve import ModelInfo
     from videogen.sampling import StepCallback
 
 log = logging.getLogger("videogen")
@@ -47,7 +48,7 @@ def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun
 
     if output is not None:
         check_output(output, overwrite)  # a bad path is refused before the model is even looked at
-    from videogen.engine import inspect_model, relabel, resolve_device, resolve_dtype, resolve_spec
+    from videogen.resolve import inspect_model, relabel, resolve_spec
 
     model_from = spec.extras.get("where", {}).get("model", "--model")
     try:
@@ -55,6 +56,8 @@ def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun
     except UserError as e:
         raise UserError(str(e) if model_from.startswith("--") else f"{model_from}: {e}") from None
     spec = resolve_spec(spec, info)  # sizes, frames and images checked before any weight is read
+    from videogen.engine import resolve_device, resolve_dtype
+
     try:
         resolve_dtype(spec.dtype, resolve_device(spec.device))
     except UserError as e:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
-import re
-import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,34 +17,18 @@ import torch
 import videogen
 from videogen import loading
 from videogen.errors import RenderError, UserError
-from videogen.families import Family, family_for
-from videogen.families.base import Geometry
+from videogen.families import Family
+from videogen.resolve import ModelInfo, inspect_model, lora_infos, relabel, resolve_spec
 from videogen.sampling import StepCallback, finite, sample
-from videogen.spec import ENGINE_FIELDS, RenderSpec, where
+from videogen.spec import ENGINE_FIELDS, RenderSpec
 
 log = logging.getLogger("videogen")
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # ENGINE_FIELDS (declared in spec.py): fields that change how a model is loaded; renders differing there need
-# another Engine.
-__all__ = ["ENGINE_FIELDS", "Engine", "RenderResult", "inspect_model", "resolve_spec"]
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What can be known about a model without loading weights."""
-
-    source: loading.ModelSource
-    index: dict[str, Any]
-    family: type[Family]
-    geometry: Geometry
-
-
-def inspect_model(ref: str, revision: str | None = None, variant: str | None = None) -> ModelInfo:
-    source = loading.resolve_model(ref, revision, variant)
-    index = loading.read_model_index(source.path)
-    family = family_for(index, str(source.path))
-    return ModelInfo(source, index, family, family.geometry(source.path, index))
+# another Engine. What is known before loading (ModelInfo, resolve_spec, ...) lives in videogen.resolve, without
+# torch; it is re-exported here.
+__all__ = ["ENGINE_FIELDS", "Engine", "ModelInfo", "RenderResult", "inspect_model", "relabel", "resolve_spec"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,116 +56,31 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def model_defaults(info: ModelInfo, spec: RenderSpec) -> dict[str, tuple[Any, str]]:
-    """Field -> (default value, where it comes from): the family's, those its configs or the spec's inputs
-    decide, then those the model folder ships (the built-in model's among them)."""
-    d = info.family.defaults_for(info.index)
-    out: dict[str, tuple[Any, str]] = {
-        name: (getattr(d, name), "the model's default")
-        for name in ("frames", "height", "width", "steps", "guidance", "fps", "negative_prompt")}
-    out.update(info.family.defaults_from(info.source.path, info.index, spec))
-    from videogen.settings import MODEL_DEFAULTS, model_folder_defaults
-
-    label = f"the model's default, {MODEL_DEFAULTS}"
-    out.update({k: (v, label) for k, v in model_folder_defaults(info.source.path).items()})
-    out.setdefault("batch_cfg", (False, "the default"))
-    return out
-
-
-def resolve_spec(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
-    """Fill the model's defaults and check what the model can take; bad values are refused by name, and by
-    where they came from (a default is not reported as a flag the user typed)."""
-    spec = check_sigmas(spec, info)  # before the defaults: the sigmas set the step count
-    from videogen import clips
-
-    try:  # input clips first: a clip sets the frames and size the user left open
-        spec = clips.check_inputs(spec, info.family, info.geometry, info.family.task_of(info.index))
-    except UserError as e:
-        raise UserError(relabel(str(e), spec)) from None
-    sources = dict(spec.extras.get("where", {}))
-    filled: dict[str, Any] = {}
-    for name, (value, label) in model_defaults(info, spec).items():
-        if getattr(spec, name) is None:
-            filled[name], sources[name] = value, label
-    if spec.seed is None:
-        filled["seed"], sources["seed"] = secrets.randbelow(2**31), "a random seed"
-    spec = spec.replace(**filled, extras={**spec.extras, "where": sources})
-    try:
-        _check_resolved(spec, info)
-    except UserError as e:
-        raise UserError(relabel(str(e), spec)) from None
-    return spec
-
-
-def relabel(message: str, spec: RenderSpec) -> str:
-    """Rewrite `--frames 81` in a message as `frames 81 (the model's default)` where no flag gave the value; a
-    flag named without its value is rewritten only where it is the subject (it may be advice: "use --device cpu")."""
-    for name, label in spec.extras.get("where", {}).items():
-        if label.startswith("--"):
-            continue
-        flag, value, said = "--" + name.replace("_", "-"), getattr(spec, name), where(spec, name)
-        message = re.sub(re.escape(f"{flag} {value}") + r"(?![\w.-])", lambda _m, s=said: s, message)
-        message = re.sub(r"(^|; )" + re.escape(flag) + r"(?![\w-])", lambda m, s=said: m.group(1) + s, message)
-    return message
-
-
-def _check_resolved(spec: RenderSpec, info: ModelInfo) -> None:
-    check_images(spec, info)
-    info.family.check_fields(info.index, spec)  # set fields this family does not take, refused by name
-    info.family.check_spec(info.source.path, info.index, spec)  # what only the model's configs tell
-    from videogen.schedulers import scheduler_names
-
-    if spec.scheduler is not None and spec.scheduler not in scheduler_names():
-        raise UserError(f"unknown scheduler '{spec.scheduler}'; choose one of {', '.join(scheduler_names())}")
-    problems = info.geometry.problems(spec.frames, spec.height, spec.width)
-    if problems:
-        raise UserError(f"{info.family.name} model: " + "; ".join(problems))
-    if not spec.prompt.strip():
-        raise UserError("the prompt is empty")
-    lora_infos(spec, info)  # every LoRA read and matched against the checkpoint before any weight is loaded
-
-
-def check_sigmas(spec: RenderSpec, info: ModelInfo) -> RenderSpec:
-    """--sigmas fixes the step count; a model whose adapter builds its own sigmas cannot take them."""
-    if spec.sigmas is None:
-        return spec
-    if not info.family.takes_sigmas:
-        raise UserError(f"--sigmas: this {info.family.name} model's sampler builds its own sigmas")
-    if spec.steps is not None and spec.steps != len(spec.sigmas):
-        raise UserError(f"{where(spec, 'steps')} disagrees with the {len(spec.sigmas)} sigmas given by "
-                        f"{where(spec, 'sigmas')}")
-    sources = {**spec.extras.get("where", {}), "steps": "the number of sigmas"}
-    return spec.replace(steps=len(spec.sigmas), extras={**spec.extras, "where": sources})
-
-
-def lora_infos(spec: RenderSpec, info: ModelInfo) -> list[Any]:
-    from videogen import lora
-
-    return lora.resolve(spec.loras, info.source.path, list(loading.components(info.index)), info.family.name,
-                        str(info.index.get("_class_name", "")), info.family.title)
-
-
-def check_images(spec: RenderSpec, info: ModelInfo) -> None:
-    family, task = info.family, info.family.task_of(info.index)
-    takes_image = task in ("i2v", "flf2v", "ti2v")
-    if spec.image is None and task in ("i2v", "flf2v"):
-        raise UserError(f"this {family.name} model is image-to-video: give the first frame with --image")
-    if spec.image is not None and not takes_image:
-        raise UserError(f"this {family.name} model is text-to-video only and cannot take --image")
-    # A family that may hold first-last-frame models checks the model itself (its check_spec).
-    if spec.last_image is not None and task != "flf2v" and "flf2v" not in family.tasks:
-        raise UserError(f"this {family.name} model cannot take --last-image")
-    for flag, value in (("--image", spec.image), ("--last-image", spec.last_image)):
-        if value is not None and not Path(value).is_file():
-            raise UserError(f"{flag}: file not found: {value}")
-
-
 def versions() -> dict[str, str]:
     import diffusers
     import transformers
 
     return {"videogen": videogen.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
             "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread flushes denormal floats to zero. torch sets it but cannot say it, so a float32
+    denormal is made and read back: it is zero exactly when flushing is on."""
+    return float(torch.tensor([1e-39], dtype=torch.float32) * 1.0) == 0.0
+
+
+@contextlib.contextmanager
+def flushing_denormals() -> Iterator[None]:
+    """Denormal floats flushed to zero while a model loads or renders (denormals make small models several times
+    slower on CPUs), then the caller's setting back: the Python API leaves no process-wide change behind.
+    Also a decorator (each call enters it afresh)."""
+    before = denormals_flushed()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 @dataclass
@@ -206,6 +103,7 @@ class Engine:
         self.info, self.model, self.key, self.load_seconds = info, model, key, load_seconds
 
     @classmethod
+    @flushing_denormals()
     def load(cls, spec: RenderSpec, progress: Progress | None = None) -> Engine:
         start = time.perf_counter()
         info = inspect_model(spec.model, spec.revision, spec.variant)
@@ -223,7 +121,6 @@ class Engine:
         spec, memory = auto.resolve(spec, info, device, dtype)
         if progress:
             progress("load", 0, 1)
-        torch.set_flush_denormal(True)  # denormals make small models several times slower on CPUs
         quiet_libraries()
         try:
             model = info.family(info.source.path, info.index, device, dtype)
@@ -252,6 +149,7 @@ class Engine:
         return resolve_spec(spec, self.info)
 
     @torch.no_grad()
+    @flushing_denormals()
     def render(self, spec: RenderSpec, progress: Progress | None = None,
                on_step: StepCallback | None = None) -> RenderResult:
         """One render. `on_step(step_index, total, latents, x0)` is called after every sampler step, with the

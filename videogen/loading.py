@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from videogen.errors import UserError
+from videogen.jsonfile import read_object
 from videogen.modelfiles import PICKLE_SUFFIXES, VARIANTS, Selection, check_folder, components
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -112,13 +112,7 @@ def read_model_index(path: Path) -> dict[str, Any]:
         raise UserError(f"{index}: a link to a missing blob ({index.readlink()})")
     if not index.is_file():
         raise UserError(f"not a diffusers model folder (no model_index.json): {path}")
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{index}: invalid JSON ({e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("_class_name"), str):
-        raise UserError(f"{index}: not a diffusers model index (no _class_name)")
-    return data
+    return read_object(index, "a diffusers model index", needs=("_class_name", str))
 
 
 def diffusers_pipeline_module(library: str) -> bool:

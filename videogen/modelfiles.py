@@ -171,8 +171,9 @@ def check_folder(folder: Path, index: dict[str, Any], variant: str | None = None
 
 
 def _weight_map(index_file: Path) -> dict[str, str]:
-    try:
-        data = json.loads(index_file.read_text(encoding="utf-8"))
-        return dict(data["weight_map"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{index_file}: not a weights index ({type(e).__name__})") from None
+    from videogen.jsonfile import read_object
+
+    weights = read_object(index_file, "a weights index").get("weight_map")
+    if not isinstance(weights, dict):
+        raise UserError(f"{index_file}: not a weights index (no 'weight_map' object)")
+    return {str(k): str(v) for k, v in weights.items()}

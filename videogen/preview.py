@@ -27,7 +27,7 @@ from videogen.preview_factors import COMFY_FACTORS
 if TYPE_CHECKING:
     import torch
 
-    from videogen.engine import ModelInfo
+    from videogen.resolve import ModelInfo
     from videogen.spec import RenderSpec
 
 MIN_TILE = 64  # small latents are scaled up (nearest neighbour) to at least this many pixels on the short side

@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
+
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,13 @@ class StepInfo:
 # The loop's latents: one tensor, or a tuple of tensors for a model that denoises several streams together (video
 # and sound); the loop only hands them around, the family's predict, guide and step read them.
 Latents = Any
-Predict = Callable[[Latents, torch.Tensor, Conditioning, StepInfo], Latents]
+# Type aliases name torch's Tensor as a string: evaluating it here would import torch (see videogen.lazy).
+Predict = Callable[[Latents, "torch.Tensor", Conditioning, StepInfo], Latents]
 # on_step(step_index, total, latents, x0): latents in the family's own layout after the step; x0 the clean-video
 # estimate of that step as model-space latents [B,C,F,h,w] (what a latent format's RGB factors apply to).
-StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor | None], None]
+StepCallback = Callable[[int, int, "torch.Tensor", "torch.Tensor | None"], None]
 # x0(model_output, t, latents_before_the_step, step_index) -> the clean estimate, in the loop's layout
-X0 = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+X0 = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor", int], "torch.Tensor"]
 
 
 @dataclass

@@ -9,12 +9,12 @@ file and key, the record or the default, never a flag the user did not type."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from videogen.errors import UserError
+from videogen.jsonfile import read_object
 from videogen.spec import BUILTIN_MODEL, RenderSpec, check_value
 
 # Top-level record fields that repeat `spec`: a rerun reads `spec`, so the two must agree.
@@ -136,12 +136,7 @@ def model_folder_defaults(folder: Path) -> dict[str, Any]:
     path = folder / MODEL_DEFAULTS
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read the model's render defaults ({type(e).__name__})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: the model's render defaults must be a JSON object")
+    data = read_object(path, "the model's render defaults")
     allowed = {"negative_prompt", "frames", "height", "width", "steps", "guidance", "guidance_2", "fps",
                "scheduler", "flow_shift", "batch_cfg", "true_guidance", "max_sequence_length"}
     for key in data:

@@ -11,9 +11,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
+
 
 # Image VAEs: decoded frame by frame, no temporal compression.
 PER_FRAME_VAES = {"AutoencoderKL", "AutoencoderTiny"}

@@ -17,11 +17,13 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from videogen.errors import RenderError, UserError
+from videogen.jsonfile import parse_object, read_object
+
+if TYPE_CHECKING:
+    import numpy as np
 
 RECORD_NAME = "run.json"  # inside a PNG folder
 STDOUT = Path("-")  # `-o -`: the video goes to stdout, as fragmented MP4 (a format that streams)
@@ -61,16 +63,21 @@ def record_path(output: Path) -> Path:
     return output / RECORD_NAME if output_kind(output) == "png" else output.with_name(output.name + ".json")
 
 
+_WORDS = re.compile(r"[a-z0-9]+")
+
+
 def slug(text: str, limit: int = 60) -> str:
     """A safe file-name piece: ASCII letters and digits joined by '-', never empty, no leading dot."""
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
-    words = re.findall(r"[a-z0-9]+", text)
-    out = ""
-    for w in words:
-        if len(out) + len(w) + (1 if out else 0) > limit:
-            break
-        out = f"{out}-{w}" if out else w
-    return out or (words[0][:limit] if words else "video")
+    if not text.isascii():  # accents dropped, other scripts too (a batch names 10,000 items: ASCII skips this)
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    words = _WORDS.findall(text.lower())
+    if not words:
+        return "video"
+    joined = "-".join(words)
+    if len(joined) <= limit:
+        return joined
+    cut = joined.rfind("-", 0, limit + 1)  # the whole words that fit; a first word too long is cut short
+    return joined[:cut] if cut > 0 else words[0][:limit]
 
 
 def default_output(prompt: str, seed: int, folder: Path = Path("outputs"), suffix: str = ".mp4") -> Path:
@@ -192,6 +199,8 @@ def _encode(frames: np.ndarray, path: Path | None, fps: int, kind: str, crf: int
             audio: tuple[np.ndarray, int] | None = None) -> None:
     """MP4 or WebM through ffmpeg; `path` None streams fragmented MP4 to stdout. `audio` (waveform
     [channels, samples] float32, rate) becomes the sound track: AAC in MP4, Opus in WebM."""
+    import numpy as np
+
     if audio is None:
         return _run_ffmpeg(frames, path, fps, kind, crf, comment, [])
     from videogen import audio as sound
@@ -364,6 +373,8 @@ def _place(tmp: Path, final: Path, overwrite: bool) -> None:
 
 def read_frames(path: Path) -> tuple[np.ndarray, float]:
     """Frames [F,H,W,3] uint8 and fps of a written output (for tests, checks and resume)."""
+    import numpy as np
+
     kind = output_kind(path)
     if kind == "png":
         from PIL import Image
@@ -421,22 +432,10 @@ def load_record(path: Path) -> dict[str, Any]:
             comment = read_comment(path)
             if not comment:
                 raise UserError(f"{path}: carries no run record (no comment tag) and has no {rec.name} beside it")
-            try:
-                data = json.loads(comment)
-            except ValueError:
-                raise UserError(f"{path}: its comment tag is not a videogen run record") from None
-            if not isinstance(data, dict):
-                raise UserError(f"{path}: its comment tag is not a videogen run record")
-            return data
+            return parse_object(comment, f"{path} (its comment tag)", "a videogen run record", needs=("spec", dict))
         else:
             raise UserError(f"{path}: a {fmt.name.upper()} output carries no run record; its record is the file "
                             f"{rec.name} beside it, which is missing")
     if not path.is_file():
         raise UserError(f"run record not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a JSON run record ({type(e).__name__})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
-        raise UserError(f"{path}: not a videogen run record (no 'spec')")
-    return data
+    return read_object(path, "a videogen run record", needs=("spec", dict))

@@ -16,16 +16,19 @@ import html
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import numpy as np
-
-from videogen.batch.manifest import MANIFEST, read_manifest, shard_paths, write_atomic
+from videogen.batch.manifest import MANIFEST, read_manifest, read_text, shard_paths, write_atomic
 from videogen.batch.plan import Item, State
+
+if TYPE_CHECKING:
+    import numpy as np
 
 INDEX = "index.html"
 THUMBS = "thumbs"
+GENERATOR = '<meta name="generator" content="videogen batch">'  # how a rerun knows the page is its own
+OLD_MARK = "// Thumbnails play while the pointer is on them."  # pages written before the generator tag
 POSTER_WIDTH = 320  # larger frames are scaled down; smaller ones are enlarged by the page, not in the file
 
 
@@ -54,6 +57,12 @@ def clean_stale(out_dir: Path) -> None:
     for stale in [*out_dir.glob(f".{INDEX}.partial-*"), *(out_dir / THUMBS).glob(".*.partial-*")]:
         with contextlib.suppress(OSError):
             stale.unlink()
+
+
+def is_gallery(path: Path) -> bool:
+    """Whether `path` is a page a batch wrote (and may rewrite), not someone's own index.html."""
+    text = read_text(path)
+    return text is not None and (GENERATOR in text or OLD_MARK in text)
 
 
 class Gallery:
@@ -90,7 +99,7 @@ class Gallery:
         title = f"{Path(self.batch_file).name}: {len(self.items)} item(s)"
         updated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         return PAGE.format(title=esc(title), summary=esc(summary), updated=updated, cards="\n".join(cards),
-                           script=SCRIPT)
+                           script=SCRIPT, generator=GENERATOR)
 
     def card(self, item: Item, state: str, error: str) -> str:
         from videogen.video import record_path
@@ -145,6 +154,7 @@ PAGE = """<!doctype html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+{generator}
 <title>{title}</title>
 <link rel="icon" href="data:,">
 <style>

@@ -53,19 +53,30 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def read_text(path: Path) -> str | None:
+    """A file of the batch folder as text (undecodable bytes replaced), or None where it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
 def read_manifest(path: Path) -> list[dict[str, Any]]:
     """The lines of a manifest; a torn or foreign line is skipped."""
     out = []
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    for line in text.split("\n"):
+    for line in (read_text(path) or "").split("\n"):
         with contextlib.suppress(ValueError):
             obj = json.loads(line)
             if isinstance(obj, dict) and "id" in obj:
                 out.append(obj)
     return out
+
+
+def is_manifest(path: Path) -> bool:
+    """Whether every line of `path` is a manifest line, or the torn start of one (a process killed mid-write):
+    a file of that name holding anything else is someone's, and compacting the manifest would drop its lines."""
+    text = read_text(path)
+    return text is not None and all(not line.strip() or line.startswith('{"id": ') for line in text.split("\n"))
 
 
 def shard_paths(out_dir: Path) -> list[Path]:

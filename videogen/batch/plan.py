@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,23 +62,31 @@ class Item:
     index: int
     where: str
     spec: RenderSpec  # as `generate` would build it (defaults < preset < flags < item fields), seed always set
-    output: Path
+    folder: Path  # the batch's output folder
+    name: str  # the output's file name in it
     key: str  # what the item renders (its content): a record with another key is not this item's
     also: tuple[str, ...] = ()  # other lines of the file asking for exactly the same render (rendered once)
     fields: tuple[str, ...] = ()  # the render fields the item's own line set (for naming them in errors)
+
+    @property
+    def output(self) -> Path:  # built on use: a Path costs more than the rest of an item (10,000 in a plan)
+        return self.folder / self.name
 
 
 def item_key(spec: RenderSpec) -> str:
     """The item's identity: a hash of its spec (prompt, settings, seed), not of its position. Fields left at
     their default are not part of it, so that a field added to RenderSpec in a later version (at its default)
     does not make every finished item of a folder look new."""
-    defaults = _spec_defaults()
-    values = {name: value for name in _spec_fields()
-              if (value := getattr(spec, name)) != defaults.get(name, _NO_DEFAULT)}
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    values = dict(_settings(_settings_of(spec)))
+    values["prompt"] = spec.prompt
+    if spec.seed is not None:  # the seed's default, None, is left out like any other default
+        values["seed"] = spec.seed
+    return hashlib.sha256(_KEY_JSON.encode(values).encode()).hexdigest()[:20]
 
 
 _NO_DEFAULT = object()
+# json.dumps(values, sort_keys=True, default=str), without building an encoder per item
+_KEY_JSON = json.JSONEncoder(sort_keys=True, default=str)
 
 
 @functools.cache
@@ -88,6 +97,30 @@ def _spec_fields() -> tuple[str, ...]:
 @functools.cache
 def _spec_defaults() -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(RenderSpec) if f.default is not dataclasses.MISSING}
+
+
+@functools.cache
+def _setting_names() -> tuple[str, ...]:
+    """Every field but the prompt and the seed: what the items of one batch mostly share."""
+    return tuple(name for name in _spec_fields() if name not in ("prompt", "seed"))
+
+
+def _settings_of(spec: RenderSpec) -> tuple[Any, ...]:
+    """The values of `_setting_names()`, read in one C call (planning reads them for every item)."""
+    return _getter()(spec)
+
+
+@functools.cache
+def _getter() -> Callable[[RenderSpec], tuple[Any, ...]]:
+    return operator.attrgetter(*_setting_names())
+
+
+@functools.lru_cache(maxsize=1024)
+def _settings(values: tuple[Any, ...]) -> dict[str, Any]:
+    """The settings that differ from their defaults; cached, as 10,000 prompts usually share a few settings."""
+    defaults = _spec_defaults()
+    return {name: v for name, v in zip(_setting_names(), values, strict=True)
+            if v != defaults.get(name, _NO_DEFAULT)}
 
 
 def with_values(spec: RenderSpec, **changes: Any) -> RenderSpec:
@@ -143,7 +176,7 @@ def build_plan(entries: list[Entry], make_spec: Callable[[str, dict[str, Any]], 
             if len(found) >= MAX_ITEMS:
                 raise UserError(f"the batch has more than {MAX_ITEMS} items")
             found[key] = (entry, s, [])
-    return [Item(index, entry.where, s, out_dir / output_name(s.prompt, s.seed or 0, key, suffix), key,
+    return [Item(index, entry.where, s, out_dir, output_name(s.prompt, s.seed or 0, key, suffix), key,
                  tuple(also), tuple(sorted(entry.fields)))
             for index, (key, (entry, s, also)) in enumerate(found.items())]
 
@@ -152,18 +185,17 @@ def check_items(items: list[Item]) -> None:
     """What can be checked before loading is bad input (exit 2) for the whole batch, found before anything renders:
     every model must exist and be a supported family, and every item's settings must suit its model. The error
     names the file and line of the item (and the item's own field, where the value came from the line)."""
-    from videogen.engine import inspect_model, resolve_spec
+    from videogen.resolve import inspect_model, resolve_spec
 
     infos: dict[tuple[Any, ...], Any] = {}
     checked: set[tuple[Any, ...]] = set()
-    names = [name for name in _spec_fields() if name not in ("prompt", "seed")]
     for item in items:
         try:
             model = (item.spec.model, item.spec.revision, item.spec.variant)
             if model not in infos:
                 infos[model] = inspect_model(*model)
             # The checks depend on neither the prompt nor the seed: 10,000 prompts with one setting check once.
-            shape = tuple(getattr(item.spec, name) for name in names)
+            shape = _settings_of(item.spec)
             if shape not in checked:
                 resolve_spec(item.spec, infos[model])
                 checked.add(shape)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videogen.batch.gallery import Gallery, write_poster
+from videogen.batch.gallery import INDEX, THUMBS, Gallery, is_gallery, write_poster
 from videogen.batch.gallery import clean_stale as clean_gallery
 from videogen.batch.manifest import (
     MANIFEST,
@@ -22,6 +22,7 @@ from videogen.batch.manifest import (
     clean_stale,
     file_sha256,
     inspect_item,
+    is_manifest,
     known_hashes,
     merge_shards,
     remove_output,
@@ -80,6 +81,7 @@ def run_batch(items: list[Item], out_dir: Path, batch_file: str, *, overwrite: b
             out_dir.mkdir(parents=True, exist_ok=True)
             lock.acquire()
             if ranks.rank == 0:  # shards of a killed multi-rank run: fold them in before anyone appends
+                check_own_files(out_dir, overwrite)
                 merge_shards(out_dir, order)
                 clean_gallery(out_dir)
         except UserError as e:
@@ -136,6 +138,29 @@ def run_batch(items: list[Item], out_dir: Path, batch_file: str, *, overwrite: b
         if run is not None:
             run.manifest.close()
         lock.release()
+
+
+def check_own_files(out_dir: Path, overwrite: bool) -> None:
+    """The batch writes index.html, thumbs/ and manifest.jsonl into its folder. Where those names already hold
+    something of the user's (their own page, a manifest.jsonl of their own), refuse before loading unless
+    --overwrite; where they hold the wrong kind of thing (a folder for a file), refuse even then: every render
+    would otherwise fail after it is made."""
+    page, thumbs, manifest = out_dir / INDEX, out_dir / THUMBS, out_dir / MANIFEST
+    for path in (page, manifest):
+        if path.is_dir():
+            raise UserError(f"{path} is a folder, where the batch writes its {path.name}: move it, or give "
+                            "another --output-dir")
+    if (thumbs.exists() or thumbs.is_symlink()) and not thumbs.is_dir():
+        raise UserError(f"{thumbs} is a file, where the batch keeps its posters in a folder: move it, or give "
+                        "another --output-dir")
+    if overwrite:
+        return
+    if page.exists() and not is_gallery(page):
+        raise UserError(f"{page} is not a videogen batch page, and the batch writes its gallery there: use "
+                        "--overwrite to replace it, or another --output-dir")
+    if manifest.exists() and not is_manifest(manifest):
+        raise UserError(f"{manifest} holds lines that are not a videogen batch's: use --overwrite to let the "
+                        "batch rewrite it, or another --output-dir")
 
 
 class Disagree(Exception):

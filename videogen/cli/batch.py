@@ -6,6 +6,7 @@ default for every item, and builds each item's RenderSpec with the same `merge` 
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -35,6 +36,8 @@ Format = Annotated[OutputFormat, typer.Option("--format", help="Output type of e
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan (and what is already done) as a table; render nothing.", rich_help_panel=B)]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace files in the folder that are not this plan's renders (this plan's intact renders are always kept).", rich_help_panel=B)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+
+INPUT_FILES = ("image", "last_image", "video", "mask")  # render fields naming one file each
 
 # Options of `generate` that are not render fields (or that a batch has its own version of).
 NOT_RENDER = {"prompt", "preset", "output", "from_", "allow_different_model", "overwrite", "as_json", "quiet",
@@ -82,20 +85,31 @@ def run(file: Path, preset: str | None, seeds: str | None, seeds_per_prompt: int
 
     bases: dict[str | None, Any] = {}
 
+    def beside(value: str) -> str:  # a relative path in the prompt file is relative to the file
+        return value if Path(value).expanduser().is_absolute() else str(file.parent / value)
+
     def make_spec(prompt: str, fields: dict[str, Any]) -> Any:
-        for key in ("image", "last_image"):  # relative image paths are relative to the prompt file
-            if key in fields and not Path(fields[key]).expanduser().is_absolute():
-                fields[key] = str(file.parent / fields[key])
+        for key in INPUT_FILES:
+            if key in fields:
+                fields[key] = beside(fields[key])
+        if "reference_images" in fields:
+            fields["reference_images"] = tuple(beside(v) for v in fields["reference_images"])
         # The same merge as `generate`, once per model an item names (a `model` may name a preset): merging per
         # item re-read the preset 10,000 times for a 10,000-line file. The item's fields, already checked by the
         # prompt-file reader, then go over it as flags would.
         model = fields.pop("model", None)
+        if model is not None and (model.startswith(".") or (file.parent / model).is_dir()):
+            model = beside(model)  # a model folder beside the prompt file (a preset's model is beside the preset)
         if model not in bases:
             bases[model] = o.merge(prompt, {**flags, **({"model": model} if model is not None else {})}, preset)
         return b.with_values(bases[model], prompt=prompt, **fields)
 
     items = b.build_plan(entries, make_spec, out_dir, suffix, seed_list, seeds_per_prompt)
     b.check_items(items)
+    if out_dir.is_dir():  # the folder's own names (index.html, thumbs, manifest.jsonl): the run would refuse them
+        from videogen.batch.run import check_own_files
+
+        check_own_files(out_dir, overwrite)
     if dry_run:
         rank, _world = b.launched_ranks()
         if rank == 0:
@@ -124,18 +138,19 @@ def run(file: Path, preset: str | None, seeds: str | None, seeds_per_prompt: int
 
 def print_plan(items: list[Any], out_dir: Path) -> None:
     """The plan as a table on stdout, then what the folder holds that the plan does not (left alone)."""
-    from videogen.batch import inspect_item, known_hashes, orphans
+    from videogen.batch import State, inspect_item, known_hashes, orphans
 
     hashes = known_hashes(out_dir) if out_dir.is_dir() else {}
+    present = set(os.listdir(out_dir)) if out_dir.is_dir() else set()  # one listing, not a stat per item
     lines = [f"{len(items)} item(s) -> {out_dir}"]
     header = ("#", "state", "seed", "frames", "size", "steps", "model", "output", "prompt", "lines")
     rows = []
     for it in items:
         s = it.spec
-        state = inspect_item(it, hashes, repair=False).state
+        state = inspect_item(it, hashes, repair=False).state if it.name in present else State.TODO
         size = f"{s.width}x{s.height}" if s.width and s.height else "default"
         rows.append((str(it.index), state.value, str(s.seed), str(s.frames or "default"), size,
-                     str(s.steps or "default"), s.model, it.output.name, s.prompt[:60],
+                     str(s.steps or "default"), s.model, it.name, s.prompt[:60],
                      ", ".join(w.rsplit(":", 1)[-1] for w in (it.where, *it.also))))
     # A plain table (a rich Table lays out 10,000 rows in seconds): columns padded to their widest cell.
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]

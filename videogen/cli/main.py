@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -42,48 +42,27 @@ app.add_typer(presets_app, name="presets")
 
 
 @app.command()
+@o.with_render_options()  # one option per RenderSpec field, from its declaration in videogen/spec.py
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="What the video shows.", show_default=False)] = None,
-    model: o.Model = None, revision: o.Revision = None, variant: o.Variant = None, preset: o.PresetOpt = None, negative_prompt: o.Negative = None,
-    frames: o.Frames = None, height: o.Height = None, width: o.Width = None, steps: o.Steps = None,
-    guidance: o.Guidance = None, guidance_2: o.Guidance2 = None, true_guidance: o.TrueGuidance = None,
-    audio_guidance: o.AudioGuidance = None, stg: o.Stg = None, modality_guidance: o.ModalityGuidance = None,
-    guidance_rescale: o.GuidanceRescale = None, no_audio: o.NoAudio = None, audio: o.AudioWav = None,
-    seed: o.Seed = None, fps: o.Fps = None,
-    image: o.Image = None, last_image: o.LastImage = None, scheduler: o.Scheduler = None,
-    video: o.Video = None, mask: o.Mask = None, reference_images: o.ReferenceImage = None,
-    conditioning_scale: o.ConditioningScale = None, strength: o.Strength = None, fit: o.Fit = None,
-    flow_shift: o.FlowShift = None, max_sequence_length: o.MaxTokens = None, crf: o.Crf = None,
-    loras: o.Lora = None, sigmas: o.Sigmas = None,
+    *,
+    preset: o.PresetOpt = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output .mp4 | .webm | .gif | folder for PNG frames (default: ./outputs/<prompt>-s<seed>.mp4).")] = None,
-    device: o.Device = None, dtype: o.Dtype = None, offload: o.Offload = None, vae_tiling: o.VaeTiling = None,
-    compile: o.Compile = None, attention: o.Attention = None, cache: o.CacheOpt = None,
-    cache_threshold: o.CacheThreshold = None, cache_drift: o.CacheDrift = None, quantize: o.Quantize = None, batch_cfg: o.BatchCfg = None,
     from_: Annotated[Path | None, typer.Option("--from", help="Re-render from a run record (.json, or a video carrying one); flags override it.")] = None,
     allow_different_model: Annotated[bool, typer.Option("--allow-different-model", help="With --from: render even if the model's files differ from the record's.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     preview: w.PreviewOpt = None, trace: w.TraceOpt = None, trace_fast: w.TraceFastOpt = False,
+    audio: o.AudioWav = None,
+    **render: Any,
 ) -> None:
     """Render one video from a text prompt (`-` reads it from stdin). `-o -` writes a fragmented MP4 to stdout."""
     from videogen.cli.render import render_one
     from videogen.errors import UserError
     from videogen.video import STDOUT
 
-    flags = o.flag_values(
-        model=model, revision=revision, variant=variant, negative_prompt=negative_prompt, frames=frames, height=height, width=width, steps=steps,
-        guidance=guidance, guidance_2=guidance_2, true_guidance=true_guidance, seed=seed, fps=fps, image=image,
-        last_image=last_image,
-        scheduler=scheduler, flow_shift=flow_shift, max_sequence_length=max_sequence_length, crf=crf,
-        device=device, dtype=dtype, offload=offload, vae_tiling=vae_tiling, compile=compile, attention=attention,
-        cache=cache, cache_threshold=cache_threshold, cache_drift=cache_drift, quantize=quantize, batch_cfg=batch_cfg,
-        loras=loras, sigmas=sigmas,
-    )
-    flags.update(o.flag_values(video=video, mask=mask, reference_images=reference_images,
-                               conditioning_scale=conditioning_scale, strength=strength, fit=fit))
-    flags.update(o.flag_values(audio_guidance=audio_guidance, stg=stg, modality_guidance=modality_guidance,
-                               guidance_rescale=guidance_rescale, no_audio=no_audio))
+    flags = o.flag_values(**render)
     if prompt == "-":
         prompt = sys.stdin.read().strip()
         if not prompt:
@@ -164,22 +143,23 @@ def main() -> None:
     except ImportError:
         from click import exceptions as click_errors
 
-    # OpenMP threads that spin while waiting make a CPU render 50x slower when another process holds a core
-    # (measured: 14.5 s instead of 0.26 s of denoising for the built-in model); they must sleep instead.
-    # Read once, when torch loads, so it is set here, before any torch import; a user's own setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from videogen.cli.progress import setup_logging
-
-    setup_logging()
 
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM ends a render like Ctrl-C: partial files removed, exit 130
 
-    signal.signal(signal.SIGTERM, _terminate)
-    if hasattr(signal, "SIGHUP"):  # a closed terminal ends a render the same way
-        signal.signal(signal.SIGHUP, _terminate)
     code = 0
     try:
+        # OpenMP threads that spin while waiting make a CPU render 50x slower when another process holds a core
+        # (measured: 14.5 s instead of 0.26 s of denoising for the built-in model); they must sleep instead.
+        # Read once, when torch loads, so it is set here, before any torch import; a user's own setting wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        signal.signal(signal.SIGTERM, _terminate)
+        if hasattr(signal, "SIGHUP"):  # a closed terminal ends a render the same way
+            signal.signal(signal.SIGHUP, _terminate)
+        # imported inside the try: Ctrl-C while rich loads is handled like any other
+        from videogen.cli.progress import setup_logging
+
+        setup_logging()
         rv = app(standalone_mode=False)
         # Outside standalone mode typer returns exit codes instead of raising them, Ctrl-C included (130).
         if isinstance(rv, int) and rv:

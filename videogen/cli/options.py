@@ -4,9 +4,11 @@ How flags, presets and records merge is videogen.settings.merge (re-exported her
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -27,40 +29,53 @@ _PATHS = {"image", "last_image", "video", "mask"}  # options Typer checks as pat
 _SHORT = {"model": "-m", "negative_prompt": "-n", "image": "-i", "flow_shift": "--shift"}  # and aliases
 R = "Render"
 E = "Engine (speed and memory)"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# List fields: a repeatable option (one value each) or one comma-separated value: (flag, metavar, type).
+_LISTS: dict[str, tuple[str, str | None, Any]] = {"loras": ("--lora", "PATH:WEIGHT@EXPERT", list[str]),
+                                                  "reference_images": ("--reference-image", None, list[Path]),
+                                                  "sigmas": ("--sigmas", "LIST", str)}
+# Help panels where the field's kind does not say: the model is chosen with the render; these two only
+# change speed and memory.
+_PANELS = {"loras": "LoRA and schedule", "sigmas": "LoRA and schedule", "cache_drift": E, "batch_cfg": E,
+           "model": R, "revision": R, "variant": R}
 
 
 def option(name: str) -> Any:
     """The command-line option of one RenderSpec field, built from its declaration in videogen.spec."""
     decl, plain = declarations()[name], _TYPES[name]
+    panel = _PANELS.get(name) or (E if decl["kind"] == "engine" else R)
+    if name in _LISTS:
+        flag, metavar, kind = _LISTS[name]
+        return Annotated[kind | None, typer.Option(flag, metavar=metavar, help=decl["help"], rich_help_panel=panel)]
     flag = "--" + name.replace("_", "-")
-    kind: Any = _ENUMS.get(name) or (Path if name in _PATHS else plain)
-    names = [f"{flag}/--no-{flag[2:]}" if plain is bool else flag, *([_SHORT[name]] if name in _SHORT else [])]
-    panel = E if (decl["kind"] == "engine" and name not in ("model", "revision", "variant")) or name in ("cache_drift", "batch_cfg") else R
+    kind = _ENUMS.get(name) or (Path if name in _PATHS else plain)
+    # a switch whose name already says "no" (--no-audio) has no opposite flag
+    names = [f"{flag}/--no-{flag[2:]}" if plain is bool and not name.startswith("no_") else flag, *([_SHORT[name]] if name in _SHORT else [])]
     return Annotated[kind | None, typer.Option(*names, help=decl["help"], rich_help_panel=panel)]
 
 
-Model, Revision, Variant = option("model"), option("revision"), option("variant")
+# One option per RenderSpec field that has a flag, in declaration order: what `generate`, `batch` and `plan` take.
+RENDER_OPTIONS: dict[str, Any] = {name: option(name) for name, d in declarations().items() if d["flag"]}
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="Built-in preset name or path to a YAML preset.", rich_help_panel=R)]
-Negative, Frames, Height, Width = option("negative_prompt"), option("frames"), option("height"), option("width")
-Steps, Guidance, TrueGuidance, Guidance2 = option("steps"), option("guidance"), option("true_guidance"), option("guidance_2")
-Seed, Fps, Image, LastImage = option("seed"), option("fps"), option("image"), option("last_image")
-Scheduler, FlowShift, MaxTokens, Crf = option("scheduler"), option("flow_shift"), option("max_sequence_length"), option("crf")
-Device, Dtype, Offload, VaeTiling = option("device"), option("dtype"), option("offload"), option("vae_tiling")
-Compile, Attention, CacheOpt, CacheThreshold = option("compile"), option("attention"), option("cache"), option("cache_threshold")
-CacheDrift, Quantize, BatchCfg = option("cache_drift"), option("quantize"), option("batch_cfg")
-# --- LTX-2: its guidance terms and its sound track ---
-AudioGuidance, Stg = option("audio_guidance"), option("stg")
-ModalityGuidance, GuidanceRescale = option("modality_guidance"), option("guidance_rescale")
-NoAudio = Annotated[bool | None, typer.Option("--no-audio", help=declarations()["no_audio"]["help"], rich_help_panel=R)]
+
+
+def with_render_options(*names: str) -> Callable[[F], F]:
+    """Give a command one option per render field (those named, or every field with a flag), built from the
+    declarations. The function takes them as `**render` (None where not given), after its own parameters."""
+
+    def decorate(fn: F) -> F:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        fields = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=RENDER_OPTIONS[n], default=None)
+                  for n in names or RENDER_OPTIONS]
+        fn.__signature__ = inspect.Signature([*own, *fields])  # type: ignore[attr-defined]  # what Typer reads
+        return fn
+
+    return decorate
+
+
 AudioWav = Annotated[Path | None, typer.Option("--audio", help="Also write the sound track as it came from the vocoder: a float32 WAV at its sample rate and channels (models with sound: LTX-2).", rich_help_panel=R)]
-# --- LoRA and exact schedules: list fields, so their options are built here by hand ---
-L = "LoRA and schedule"
-Lora = Annotated[list[str] | None, typer.Option("--lora", metavar="PATH:WEIGHT@EXPERT", help=declarations()["loras"]["help"], rich_help_panel=L)]
-Sigmas = Annotated[str | None, typer.Option("--sigmas", metavar="LIST", help=declarations()["sigmas"]["help"], rich_help_panel=L)]
-# --- input clips (videogen/clips.py); --reference-image is a list field, so built here by hand ---
-Video, Mask = option("video"), option("mask")
-ConditioningScale, Strength, Fit = option("conditioning_scale"), option("strength"), option("fit")
-ReferenceImage = Annotated[list[Path] | None, typer.Option("--reference-image", help=declarations()["reference_images"]["help"], rich_help_panel=R)]
 
 
 def parse_sigmas(text: str) -> list[float]:

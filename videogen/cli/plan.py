@@ -28,20 +28,16 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * UNITS[m.group(2).lower() if m.group(2) else None])
 
 
+@o.with_render_options("model", "frames", "height", "width", "steps", "guidance", "guidance_2", "true_guidance",
+                       "dtype", "offload", "vae_tiling", "batch_cfg", "quantize", "max_sequence_length")
 def plan_command(
-    model: o.Model = None, preset: o.PresetOpt = None, frames: o.Frames = None, height: o.Height = None,
-    width: o.Width = None, steps: o.Steps = None, guidance: o.Guidance = None, guidance_2: o.Guidance2 = None,
-    true_guidance: o.TrueGuidance = None, dtype: o.Dtype = None, offload: o.Offload = None,
-    vae_tiling: o.VaeTiling = None, batch_cfg: o.BatchCfg = None, quantize: o.Quantize = None,
-    max_sequence_length: o.MaxTokens = None, gpu_memory: GpuMemory = None,
+    *, preset: o.PresetOpt = None, gpu_memory: GpuMemory = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    **render: Any,
 ) -> None:
     """Predict the GPU and CPU memory of a render, per stage and offload mode, without weights or a GPU."""
     free, source = _free_memory(gpu_memory)  # a bad --gpu-memory is refused before any tracing
-    flags = o.flag_values(model=model, frames=frames, height=height, width=width, steps=steps, guidance=guidance,
-                          guidance_2=guidance_2, true_guidance=true_guidance, dtype=dtype, offload=offload,
-                          vae_tiling=vae_tiling, batch_cfg=batch_cfg, quantize=quantize,
-                          max_sequence_length=max_sequence_length)
+    flags = o.flag_values(**render)
     from videogen.plan.auto import mark_fits
     from videogen.plan.run import plan_for
 
@@ -49,8 +45,8 @@ def plan_command(
     mark_fits(result, free)
     result["settings"]["gpu_memory_gib"] = round(free / 2**30, 2)
     result["settings"]["gpu_memory_source"] = source
-    if offload is not None:
-        result["settings"]["offload"] = offload.value
+    if "offload" in flags:
+        result["settings"]["offload"] = flags["offload"]
     sys.stdout.write(json.dumps(result, indent=2) + "\n" if as_json else table(result))
 
 

@@ -15,7 +15,7 @@ from videogen.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-    from videogen.engine import ModelInfo
+    from videogen.resolve import ModelInfo
     from videogen.spec import RenderSpec
 
 W = "Watch the denoising"

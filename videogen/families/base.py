@@ -9,22 +9,26 @@ and its real oddities.
 
 from __future__ import annotations
 
-import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from videogen import vae as vae_ops
 from videogen.errors import UserError
+from videogen.jsonfile import read_object
+from videogen.lazy import no_grad
 from videogen.loading import components, load_component
 from videogen.sampling import X0, Conditioning, Plan, Predict
 from videogen.spec import RenderSpec
 from videogen.vae import LatentFormat
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
 
 log = logging.getLogger("videogen")
 
@@ -94,10 +98,7 @@ def read_config(path: Path, component: str) -> dict[str, Any]:
     f = path / component / "config.json"
     if not f.is_file():
         f = path / component / "scheduler_config.json"
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read {component} config ({e})") from None
+    return read_object(f, f"the {component} config")
 
 
 class Family(ABC):
@@ -364,12 +365,12 @@ class Family(ABC):
         """VAE latents [B,C,F,h,w] -> video [B,3,F,H,W] in [-1, 1]."""
         return vae_ops.decode(self.vae, z, self.vae_geo.per_frame)
 
-    @torch.no_grad()
+    @no_grad
     def decode(self, latents: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
         """Final latents -> frames [F,H,W,3] float32 in [0,1] on the CPU."""
         return self.decode_video(self.video_latents(latents, spec), spec)
 
-    @torch.no_grad()
+    @no_grad
     def decode_video(self, z: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
         """Model-space latents [B,C,F,h,w] -> frames [F,H,W,3] float32 in [0,1] on the CPU."""
         # de-normalised in the wider of the two dtypes, as the pipelines do, then decoded in the VAE's
@@ -380,7 +381,7 @@ class Family(ABC):
         """Final latents -> (waveform [channels, samples] float32 on the CPU, sample rate); None when silent."""
         return None
 
-    @torch.no_grad()
+    @no_grad
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """Pixels [B,3,F,H,W] in [-1,1] -> normalised latents (posterior mode, no random draw), float32."""
         z = vae_ops.encode(self.vae, video.to(self.vae.device), self.vae_geo.per_frame, mode=True)

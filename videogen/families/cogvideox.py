@@ -7,15 +7,19 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from videogen.families.base import Defaults, Family, Geometry, read_config
 from videogen.images import load_fitted, to_tensor
+from videogen.lazy import no_grad
 from videogen.sampling import X0, Conditioning, Plan, StepInfo
 from videogen.spec import RenderSpec
 from videogen.vae import LatentFormat, vae_geometry
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
 
 IMAGE_OFFSET = 2.0  # the offset ("ofs") embedding value CogVideoXImageToVideoPipeline gives 1.5-I2V
 
@@ -87,7 +91,7 @@ class CogVideoX(Family):
     def task_of(cls, index: dict[str, Any]) -> str:
         return "i2v" if index.get("_class_name") == "CogVideoXImageToVideoPipeline" else "t2v"
 
-    @torch.no_grad()
+    @no_grad
     def embed(self, text: str, length: int) -> dict[str, torch.Tensor]:
         """T5 states of the padded prompt; no mask anywhere, as the CogVideoX pipelines run it."""
         ids = self.tokens(text, length).input_ids.to(self.device_of(self.text_encoder))
@@ -180,7 +184,7 @@ class CogVideoX(Family):
                                        temporal_size=(frames + pt - 1) // pt, grid_type="slice",
                                        max_size=(base_h, base_w), device=self.device)
 
-    @torch.no_grad()
+    @no_grad
     def encode_image(self, spec: RenderSpec, generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
         """The first frame as scaled latents [1,F,C,h,w]: the image's sample, then zeros for the other frames."""
         assert spec.image and spec.height and spec.width

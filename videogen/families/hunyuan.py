@@ -11,14 +11,18 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from videogen.families.base import Defaults, Family, Geometry, read_config
+from videogen.lazy import no_grad
 from videogen.sampling import Conditioning, Plan, StepInfo
 from videogen.spec import RenderSpec
 from videogen.vae import LatentFormat, vae_geometry
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
 
 log = logging.getLogger("videogen")
 
@@ -70,7 +74,7 @@ class Hunyuan(Family):
     def prompt_tokens(self, text: str) -> int:
         return super().prompt_tokens(PROMPT_TEMPLATE.format(text)) - CROP_START
 
-    @torch.no_grad()
+    @no_grad
     def embed(self, text: str, length: int) -> dict[str, torch.Tensor]:
         """Llama states (template, hidden_states[-3], system part cropped) with their mask, and CLIP's pooled."""
         tok = self.tokenizer([PROMPT_TEMPLATE.format(text)], max_length=length + CROP_START, padding="max_length",

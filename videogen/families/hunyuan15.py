@@ -13,16 +13,20 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from videogen import images
 from videogen.errors import UserError
 from videogen.families.base import Defaults, Family, Geometry, read_config
+from videogen.lazy import no_grad
 from videogen.sampling import Conditioning, Plan, StepInfo
 from videogen.spec import RenderSpec, where
 from videogen.vae import LatentFormat, vae_geometry
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
 
 log = logging.getLogger("videogen")
 
@@ -149,7 +153,7 @@ class Hunyuan15(Family):
     def prompt_tokens(self, text: str) -> int:
         return len(self.chat(text).input_ids[0]) - CROP_START
 
-    @torch.no_grad()
+    @no_grad
     def embed(self, text: str, length: int) -> dict[str, torch.Tensor]:
         """Qwen states (chat template, hidden_states[-3], system part cropped) and ByT5 states of the quoted text."""
         tok = self.chat(text, padding="max_length", max_length=length + CROP_START, truncation=True,

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
 
 from videogen.families.base import Defaults, Family, Geometry, read_config
 from videogen.images import load_fitted, to_tensor
+from videogen.lazy import no_grad
 from videogen.sampling import Conditioning, Plan, StepInfo
 from videogen.spec import RenderSpec
 from videogen.vae import LatentFormat, vae_geometry
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
 
 # The negative prompt of LTX-Video's own inference script and of diffusers' LTX examples.
 LTX_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
@@ -76,7 +79,7 @@ class LTX(Family):
     def task_of(cls, index: dict[str, Any]) -> str:
         return "i2v" if index.get("_class_name") == "LTXImageToVideoPipeline" else "ti2v"
 
-    @torch.no_grad()
+    @no_grad
     def embed(self, text: str, length: int) -> dict[str, torch.Tensor]:
         """T5 states of the padded prompt (run without a mask, as LTXPipeline does) and the mask for cross-attention."""
         tok = self.tokens(text, length)
@@ -85,6 +88,8 @@ class LTX(Family):
                 "encoder_attention_mask": tok.attention_mask.bool().to(self.device)}
 
     def sigmas(self, spec: RenderSpec, scheduler: Any) -> Any:
+        import numpy as np
+
         assert spec.steps
         return np.linspace(1.0, 1.0 / spec.steps, spec.steps)  # LTXPipeline's, shifted by sequence length
 
@@ -124,7 +129,7 @@ class LTX(Family):
         return self.make_plan(spec, scheduler, latents, predict, cond, uncond, batch_cfg=True,
                               step=step_keep_first if first is not None else None, info={"frame_rate": spec.fps})
 
-    @torch.no_grad()
+    @no_grad
     def encode_image(self, spec: RenderSpec, generator: torch.Generator) -> torch.Tensor:
         """The first frame, fitted to the render size, as normalised latents [1,C,1,h,w] sampled from `generator`."""
         assert spec.image and spec.height and spec.width

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
 
 from videogen.families.base import Defaults, Family, Geometry, read_config
 from videogen.families.ltx import pack, resolution_shift, unpack
+from videogen.lazy import no_grad
 from videogen.sampling import Conditioning, Latents, Plan, StepInfo, forward
 from videogen.schedulers import make_scheduler
 from videogen.spec import RenderSpec
 from videogen.vae import LatentFormat, vae_geometry
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
 
 SIZE_MULTIPLE = 32  # LTX2Pipeline refuses other sizes
 # LTX2Pipeline.__call__'s defaults for what videogen does not expose as a field.
@@ -69,7 +72,7 @@ class LTX2(Family):
         geo = vae_geometry(read_config(path, "vae"))
         return Geometry(geo.temporal, SIZE_MULTIPLE, SIZE_MULTIPLE)
 
-    @torch.no_grad()
+    @no_grad
     def embed(self, text: str, length: int) -> dict[str, torch.Tensor]:
         """Every Gemma layer's states, through the connectors: one embedding per stream, and the mask."""
         tok = self.tokens(text.strip(), length)
@@ -105,6 +108,8 @@ class LTX2(Family):
 
     def sigmas(self, spec: RenderSpec, scheduler: Any) -> Any:
         assert spec.steps
+        import numpy as np
+
         return np.linspace(1.0, 1.0 / spec.steps, spec.steps) if spec.sigmas is None else list(spec.sigmas)
 
     def plan(self, spec: RenderSpec, cond: Conditioning, uncond: Conditioning | None) -> Plan:
@@ -198,7 +203,7 @@ class LTX2(Family):
             timestep = torch.tensor([DECODE_TIMESTEP], device=z.device, dtype=z.dtype)
         return self.vae.decode(z.to(self.vae.dtype), timestep, return_dict=False)[0]
 
-    @torch.no_grad()
+    @no_grad
     def decode_audio(self, latents: Latents, spec: RenderSpec) -> tuple[torch.Tensor, int]:
         """The sound stream -> (waveform [channels, samples] in [-1, 1], the vocoder's sample rate)."""
         a = latents[1]

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from videogen.families.base import Defaults, Family, Geometry, read_config
+from videogen.lazy import no_grad
 from videogen.sampling import Conditioning, Plan, StepInfo
 from videogen.spec import RenderSpec
 from videogen.vae import LatentFormat, vae_geometry
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
 
 THRESHOLD_NOISE = 0.025  # where the schedule turns from linear to quadratic (genmo's infer.py)
 
@@ -53,7 +57,7 @@ class Mochi(Family):
         multiple = geo.spatial * int(read_config(path, "transformer").get("patch_size", 2))
         return Geometry(geo.temporal, multiple, multiple)
 
-    @torch.no_grad()
+    @no_grad
     def embed(self, text: str, length: int) -> dict[str, torch.Tensor]:
         tok = self.tokens(text, length)
         ids, mask = tok.input_ids, tok.attention_mask.bool()

@@ -8,18 +8,22 @@ The image-to-video pipeline builds on it in wan_i2v.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from videogen import images
 from videogen.errors import UserError
 from videogen.families.base import Defaults, Family, Geometry, read_config
+from videogen.lazy import no_grad
 from videogen.loading import components
 from videogen.sampling import Conditioning, Plan, StepInfo
 from videogen.spec import RenderSpec
 from videogen.text import prompt_clean
 from videogen.vae import LatentFormat, vae_geometry
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
 
 # Wan's official negative prompt (Wan2.1 repository, shared config), used by the Wan presets.
 WAN_NEGATIVE_PROMPT = (
@@ -95,7 +99,7 @@ class Wan(Family):
     def prompt_tokens(self, text: str) -> int:
         return super().prompt_tokens(prompt_clean(text))
 
-    @torch.no_grad()
+    @no_grad
     def embed(self, text: str, length: int) -> dict[str, torch.Tensor]:
         """UMT5 states, zeroed past the prompt's real length (as WanPipeline cuts and re-pads them)."""
         tok = self.tokens(prompt_clean(text), length, return_attention_mask=True)

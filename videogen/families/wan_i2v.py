@@ -8,15 +8,19 @@ adds CLIP image features to the cross-attention. Text, experts, sampling and dec
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from videogen import images
 from videogen.errors import UserError
 from videogen.families.base import Defaults, read_config
 from videogen.families.wan import Wan
+from videogen.lazy import no_grad
 from videogen.spec import RenderSpec
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
 
 
 class WanI2V(Wan):
@@ -73,7 +77,7 @@ class WanI2V(Wan):
             out["encoder_hidden_states_image"] = self.clip_features(shots)
         return out
 
-    @torch.no_grad()
+    @no_grad
     def clip_features(self, shots: list[Any]) -> torch.Tensor:
         """CLIP vision states of the next-to-last layer, after the processor's resize, crop and normalise."""
         assert self.image_processor is not None and self.image_encoder is not None

@@ -8,14 +8,17 @@ re-noised to the first of them.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from videogen import clips, images
 from videogen.errors import UserError
 from videogen.families.wan import Wan
 from videogen.spec import RenderSpec
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
 
 DEFAULT_STRENGTH = 0.8  # WanVideoToVideoPipeline.__call__
 

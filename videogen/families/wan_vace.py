@@ -10,16 +10,20 @@ blank clip with everything to generate, as in diffusers.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from videogen import clips, images
 from videogen.families.base import Defaults
 from videogen.families.wan import Wan
 from videogen.families.wan_v2v import to_video
+from videogen.lazy import no_grad
 from videogen.sampling import Conditioning, Plan
 from videogen.spec import RenderSpec
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from videogen.lazy import torch
 
 
 class WanVACE(Wan):
@@ -60,7 +64,7 @@ class WanVACE(Wan):
     def video_latents(self, latents: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
         return latents[:, :, len(spec.reference_images):]  # the reference frames are no part of the video
 
-    @torch.no_grad()
+    @no_grad
     def control(self, spec: RenderSpec) -> torch.Tensor:
         """[kept latents, redrawn latents, folded mask] per latent frame, reference frames first."""
         assert spec.frames and spec.height and spec.width

@@ -112,7 +112,7 @@ def plan_key(spec: Any) -> tuple[Any, ...]:
 
 def _sized(spec: Any, info: Any) -> Any:
     """Sizes from the model's defaults where the spec leaves them open (an engine is loaded before its renders)."""
-    from videogen.engine import model_defaults
+    from videogen.resolve import model_defaults
 
     defaults = model_defaults(info, spec)
     return spec.replace(**{k: defaults[k][0] for k in ("frames", "height", "width", "guidance", "fps", "batch_cfg")

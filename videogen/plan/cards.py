@@ -58,10 +58,9 @@ def load_card(name: str) -> Card:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read ({e})") from None
+    from videogen.jsonfile import read_object
+
+    return read_object(path, "a model config")
 
 
 def repeat_keys(config: dict[str, Any]) -> list[str]:

@@ -35,7 +35,7 @@ def plan_for(flags: dict[str, Any], preset: str | None) -> dict[str, Any]:
         if card.name in _preset_names():  # a Hub id a card describes: its preset's settings as defaults
             spec = merge("(plan)", dict(flags), card.name)
         else:
-            from videogen.engine import inspect_model, resolve_spec
+            from videogen.resolve import inspect_model, resolve_spec
 
             spec = resolve_spec(spec, inspect_model(spec.model))
     # auto means bfloat16 on a CUDA GPU, which is what the plan is for

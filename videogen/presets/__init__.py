@@ -79,6 +79,18 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+        # PyYAML keeps the last of two equal keys; a preset that says `steps` twice is a mistake to point at.
+        seen: set[str] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                continue  # other keys are refused by name where the mapping is read
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
 
 def parse_preset(path: Path, name: str | None = None) -> Preset:
     data = _read_yaml(path)
