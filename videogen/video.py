@@ -232,6 +232,8 @@ def _audio_args(wav: str, kind: str, rate: int) -> list[str]:
 
 def _run_ffmpeg(frames: np.ndarray, path: Path | None, fps: int, kind: str, crf: int, comment: str,
                 audio_args: list[str]) -> None:
+    import numpy as np
+
     f, h, w, _ = frames.shape
     if kind in ("mp4", "webm") and (h % 2 or w % 2):
         raise UserError(f"{kind} (yuv420p) needs an even width and height, not {w}x{h}")
@@ -329,6 +331,8 @@ def _wave(audio: tuple[Any, int] | None) -> tuple[np.ndarray, int] | None:
     if audio is None:
         return None
     wave, rate = audio
+    import numpy as np
+
     return (wave.numpy() if hasattr(wave, "numpy") else np.asarray(wave)).astype(np.float32), int(rate)
 
 
