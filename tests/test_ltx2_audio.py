@@ -103,6 +103,36 @@ def test_render_with_sound_from_the_command_line(tiny_ltx2, tmp_path):
                   generator=torch.Generator("cpu").manual_seed(3), max_sequence_length=32, output_type="np",
                   return_dict=False)
     assert ours.shape == tuple(ref[0].shape) and np.abs(ours - ref[0].float().numpy()).max() <= 1e-4
+    plays_with_sound_in_chromium(out, 17 / fps)
+
+
+def plays_with_sound_in_chromium(video: Path, duration: float) -> None:
+    """A browser plays the MP4 to its end: its media element reports the duration, and decodes sound as well as
+    frames (Chromium counts the bytes each decoder consumed)."""
+    from browser import Browser, chromium, file_url
+
+    exe = chromium()
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium); .ci/run installs it")
+    page = video.with_name("play.html")
+    page.write_text(f'<!doctype html><video src="{video.name}" preload="auto" muted></video>')
+    browser = Browser(exe)
+    try:
+        browser.open(file_url(page))
+        played = browser.evaluate("""(async () => {
+            const v = document.querySelector("video");
+            await v.play();
+            const start = performance.now();
+            while (!v.ended && performance.now() - start < 20000) await new Promise(r => setTimeout(r, 50));
+            return {ended: v.ended, duration: v.duration, error: v.error && v.error.code,
+                    audio: v.webkitAudioDecodedByteCount, frames: v.webkitVideoDecodedByteCount,
+                    aac: v.canPlayType('audio/mp4; codecs="mp4a.40.2"')};
+        })()""")
+        assert played["ended"] and played["error"] is None and played["aac"] == "probably", played
+        assert abs(played["duration"] - duration) <= 1 / 24 and played["audio"] > 0 and played["frames"] > 0, played
+        assert browser.problems() == []
+    finally:
+        browser.close()
 
 
 def test_no_audio_writes_a_silent_video(tiny_ltx2, tmp_path):
