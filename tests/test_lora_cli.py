@@ -172,3 +172,23 @@ def test_batch_items_switch_loras_on_one_engine(tiny_wan, tmp_path, env):
     switched = [rec for rec in records if "lora_switch" in rec["timings"]]
     assert len(switched) >= 2  # the engine was loaded once; later items switched LoRAs in place
     assert len({rec["timings"]["load"] for rec in records}) == 1
+
+
+def test_relative_loras_in_a_preset_and_a_prompt_file_are_relative_to_that_file(tiny_wan, tmp_path, env):
+    """A preset's and a prompt file's relative LoRA paths are found beside that file (as a preset's `model:` is),
+    whatever folder the command runs from; weight and expert stay as written."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "loras").mkdir(parents=True)
+    elsewhere.mkdir()
+    lora = write_comfy(random_lora(tiny_wan, seed=3), project / "loras" / "style.safetensors")
+    (project / "look.yaml").write_text(f"model: {tiny_wan}\nloras: [loras/style.safetensors:0.7]\n")
+    r = run_cli("generate", "a red cat", "-p", project / "look.yaml", *SIZE, "--steps", "1", "-o", "a.mp4",
+                cwd=elsewhere, env=env)
+    assert r.code == 0, r.err
+    record = json.loads((elsewhere / "a.mp4.json").read_text())
+    assert record["spec"]["loras"] == [f"{lora}:0.7@both"] and record["loras"][0]["modules"] > 0
+    (project / "p.jsonl").write_text(json.dumps({"prompt": "a blue dog", "loras": ["./loras/style.safetensors:0.5"]})
+                                     + "\n")
+    r = run_cli("batch", project / "p.jsonl", "-m", tiny_wan, *SIZE, "--steps", "1", "--dry-run", "-o", "out",
+                cwd=elsewhere, env=env)
+    assert r.code == 0 and "1 item(s)" in r.out, r.err

@@ -95,8 +95,10 @@ def _parse_txt(path: Path, text: str) -> list[Entry]:
     return entries
 
 
-def _item(mapping: dict[str, Any], where: str, key_where: Callable[[str], str] | None = None) -> Entry:
-    """A mapping -> Entry: 'prompt' plus known render fields, each type- and range-checked."""
+def _item(mapping: dict[str, Any], where: str, key_where: Callable[[str], str] | None = None,
+          folder: Path | None = None) -> Entry:
+    """A mapping -> Entry: 'prompt' plus known render fields, each type- and range-checked; `folder` is the
+    prompt file's, which relative LoRA files are relative to."""
     key_where = key_where or (lambda _k: where)
     if "prompt" not in mapping:
         raise UserError(f"{where}: missing 'prompt'")
@@ -109,6 +111,10 @@ def _item(mapping: dict[str, Any], where: str, key_where: Callable[[str], str] |
 
             raise UserError(f"{key_where(key)}: unknown key {_short(key)}{suggest(key, ITEM_KEYS)}; "
                             f"valid keys: prompt, {', '.join(ITEM_KEYS)}")
+        if key == "loras" and folder is not None:
+            from videogen.lora.refs import beside_file
+
+            value = beside_file(value, folder)
         try:
             fields[key] = check_value(key, value, key_where(key))
         except UserError as e:
@@ -144,7 +150,7 @@ def _parse_jsonl(path: Path, text: str) -> list[Entry]:
         if not isinstance(obj, dict):
             raise UserError(f"{where}: each line must be a JSON object with a 'prompt' (or a string), "
                             f"not {type(obj).__name__}")
-        entries.append(_item(obj, where))
+        entries.append(_item(obj, where, folder=path.parent))
     return entries
 
 
@@ -200,7 +206,8 @@ def _parse_yaml(path: Path, text: str) -> list[Entry]:
                         raise UserError(f"{line(knode)}: duplicate key {_short(key)}")
                     mapping[key] = value(vnode)
                     key_lines[key] = line(knode)
-                entries.append(_item(mapping, line(node), lambda k, kl=key_lines, n=node: kl.get(k, line(n))))
+                entries.append(_item(mapping, line(node), lambda k, kl=key_lines, n=node: kl.get(k, line(n)),
+                                 folder=path.parent))
             elif isinstance(node, yaml.ScalarNode):
                 prompt = value(node)
                 entries.append(Entry(line(node), check_prompt(prompt, line(node)), {}))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from videogen.errors import UserError
 
@@ -47,6 +48,29 @@ class LoraRef:
         """The form kept in the resolved spec and run record: absolute path (or ORG/NAME/FILE, never absolute,
         so it resolves through the cache again), weight and expert spelled out."""
         return f"{self.name}:{self.weight:g}@{self.expert}"
+
+
+def beside(text: str, folder: Path) -> str:
+    """A `--lora` value from a file (preset, prompt file) with its relative path made relative to that file's
+    folder, as a preset's `model:` is; a Hub id, an absolute path and the weight and expert stay as written."""
+    body = text.rsplit("@", 1)[0] if "@" in text else text
+    head, sep, tail = body.rpartition(":")
+    if sep and head and not tail.startswith(("/", "\\")):
+        body = head
+    given = Path(body).expanduser()
+    if given.is_absolute() or not (body.startswith(".") or (folder / given).exists() or hub_id_of(body) is None):
+        return text
+    return str((folder / given).absolute()) + text[len(body):]
+
+
+def beside_file(value: Any, folder: Path) -> Any:
+    """A file's `loras:` value (one string or a list) with each relative path rebased on the file's folder; a value
+    of another type is left for the field check to refuse."""
+    if isinstance(value, str):
+        return beside(value, folder)
+    if isinstance(value, list):
+        return [beside(v, folder) if isinstance(v, str) else v for v in value]
+    return value
 
 
 def parse_ref(text: str, where: str, resolve: bool = True) -> LoraRef:

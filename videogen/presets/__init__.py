@@ -107,6 +107,10 @@ def parse_preset(path: Path, name: str | None = None) -> Preset:
             continue
         if key not in keys:
             raise UserError(f"{path}: unknown key '{key}'{suggest(key, keys)}; valid keys: {', '.join(keys)}")
+        if key == "loras":  # a relative LoRA file, like the model, is relative to the preset file
+            from videogen.lora.refs import beside_file
+
+            value = beside_file(value, path.parent)
         values[key] = check_value(key, value, f"{path}")
     description = data.get("description") or ""
     if not isinstance(description, str):
