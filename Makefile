@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install test lint demo bench mini-model clean
+.PHONY: install test lint demo bench mini-model mini-model-v2 clean
 
 $(BIN)/videogen: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,12 @@ bench: install
 mini-model: install
 	$(BIN)/python -m videogen.mini.train all --work runs/mini --out videogen/mini/model
 	$(BIN)/python -m videogen.mini.evaluate --n 240 --report runs/mini/REPORT.md
+
+# The second-generation built-in model (builtin:mini-v2, an LTX-Video folder: 128x128, 33 frames, two objects,
+# image-to-video): VAE, transformer, export, then the oracle report; each stage resumable (run it again after a stop).
+mini-model-v2: install
+	$(BIN)/python -m videogen.mini.train2 all --work runs/mini2 --out videogen/mini/model2
+	$(BIN)/python -m videogen.mini.evaluate2 --n 240 --report runs/mini2/REPORT.md
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

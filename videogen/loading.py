@@ -36,8 +36,16 @@ class ModelSource:
                 "revision": self.revision, "variant": self.variant, "fingerprint": self.fingerprint}
 
 
-def builtin_model_path() -> Path:
-    return Path(__file__).resolve().parent / "mini" / "model"
+# The built-in models by name (`builtin:NAME`): folders inside the package. `mini` is the default one.
+BUILTIN_FOLDERS = {"mini": "model", "mini-v1": "model", "mini-v2": "model2"}
+
+
+def builtin_model_path(ref: str = "builtin:mini") -> Path:
+    name = ref.removeprefix("builtin:")
+    if name not in BUILTIN_FOLDERS:
+        known = ", ".join(f"builtin:{k}" for k in BUILTIN_FOLDERS)
+        raise UserError(f"unknown built-in model {ref!r}; the built-in models are {known}")
+    return Path(__file__).resolve().parent / "mini" / BUILTIN_FOLDERS[name]
 
 
 def resolve_model(ref: str, revision: str | None = None, variant: str | None = None) -> ModelSource:
@@ -45,7 +53,7 @@ def resolve_model(ref: str, revision: str | None = None, variant: str | None = N
     if variant is not None and variant not in VARIANTS:
         raise UserError(f"--variant {variant}: unknown weights variant; use one of {', '.join(VARIANTS)}")
     if ref.startswith("builtin:"):
-        path = builtin_model_path()
+        path = builtin_model_path(ref)
         if not (path / "model_index.json").is_file():
             raise UserError(f"the built-in model is missing from this install ({path}); run `make mini-model`")
         return _local(ref, path, variant, revision)

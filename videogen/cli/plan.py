@@ -94,11 +94,12 @@ def model_card_for(model: str | None, preset_name: str | None) -> Any:
     from videogen.plan.cards import card_from_folder, card_names, load_card
     from videogen.spec import BUILTIN_MODEL
 
-    if model is None or model == BUILTIN_MODEL:
+    if model is None or model.startswith("builtin:"):
         from videogen.loading import builtin_model_path
 
-        card = card_from_folder(builtin_model_path())
-        card.name, card.repo = "mini", BUILTIN_MODEL
+        model = model or BUILTIN_MODEL
+        card = card_from_folder(builtin_model_path(model))
+        card.name, card.repo = model.removeprefix("builtin:"), model
         return card
     if preset_name is not None and preset_name in card_names():
         card = load_card(preset_name)
