@@ -41,8 +41,8 @@ SHIFT = 3.0  # the sampler's flow shift
 SPECIALS = ["<pad>", "</s>", "[UNK]"]
 POOL = 1200  # pre-encoded clips, renewed while training
 BATCH = 24
-LR = 6e-4
-TRANSFORMER_STEPS = 4000
+LR = 1e-3
+TRANSFORMER_STEPS = 3000
 I2V_SHARE = 0.25  # items trained as image-to-video: the first latent frame clean, timestep 0 there
 
 
