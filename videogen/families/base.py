@@ -41,6 +41,7 @@ OPTIONAL_FIELDS: dict[str, str] = {
     "flow_shift": "shifts a flow-matching schedule",
     "audio_guidance": "guides a sound track (LTX-2)",
     "stg": "is LTX-2's spatio-temporal guidance",
+    "stg_blocks": "are the blocks of LTX-2's spatio-temporal guidance",
     "modality_guidance": "is LTX-2's audio-video modality guidance",
     "guidance_rescale": "is LTX-2's guidance rescale",
     "no_audio": "is for models that make sound (LTX-2)",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from videogen import images
+from videogen.errors import UserError
 from videogen.families.base import Defaults, Family, Geometry, read_config
 from videogen.families.ltx import pack, resolution_shift, unpack
 from videogen.lazy import no_grad
@@ -33,8 +34,8 @@ else:
     from videogen.lazy import torch
 
 SIZE_MULTIPLE = 32  # LTX2Pipeline refuses other sizes
-# LTX2Pipeline.__call__'s defaults for what videogen does not expose as a field.
-STG_BLOCKS = [28]  # the transformer blocks whose self-attention spatio-temporal guidance skips
+# LTX2Pipeline.__call__'s defaults.
+STG_BLOCKS = (28,)  # the transformer blocks whose self-attention spatio-temporal guidance skips (--stg-blocks)
 CROSS_TIMESTEP = True  # cross-modal attention modulated by the other stream's sigma
 DECODE_TIMESTEP = 0.0  # the timestep-conditioned decoder runs at 0, with no noise mixed in
 # The H.264 CRF of the image-to-video still, by the text encoder's model type (diffusers'
@@ -62,7 +63,8 @@ class LTX2(Family):
     defaults = Defaults(frames=121, height=512, width=768, steps=30, guidance=3.0, fps=24)
     latent = LatentFormat(channels=128, layout="tokens", temporal=8, spatial=32, stats="weights")
     max_text_tokens = 1024  # Gemma length of LTX2Pipeline
-    accepts = frozenset({"audio_guidance", "stg", "modality_guidance", "guidance_rescale", "no_audio"})
+    accepts = frozenset({"audio_guidance", "stg", "stg_blocks", "modality_guidance", "guidance_rescale",
+                         "no_audio"})
     takes_sigmas = True  # the distilled checkpoints' 8-step schedule
     min_steps = 2  # a one-step schedule is [1.0]: the stretch to shift_terminal divides 0 by 0
     extra_modules = ("connectors", "audio_vae", "vocoder")
@@ -81,6 +83,16 @@ class LTX2(Family):
     def geometry(cls, path: Path, index: dict[str, Any]) -> Geometry:
         geo = vae_geometry(read_config(path, "vae"))
         return Geometry(geo.temporal, SIZE_MULTIPLE, SIZE_MULTIPLE)
+
+    @classmethod
+    def check_spec(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> None:
+        layers = int(read_config(path, "transformer")["num_layers"])
+        blocks = spec.stg_blocks or STG_BLOCKS
+        if (spec.stg is None or spec.stg > 0) and max(blocks) >= layers:
+            label, shown = spec.extras.get("where", {}).get("stg_blocks", "--stg-blocks"), ",".join(map(str, blocks))
+            given = (f"{label} {shown}" if label.startswith("--") else f"stg_blocks {shown} ({label})") \
+                if spec.stg_blocks else f"the default STG block {shown}"
+            raise UserError(f"{given}: this transformer has blocks 0 to {layers - 1}")
 
     @classmethod
     def task_of(cls, index: dict[str, Any]) -> str:
@@ -150,6 +162,7 @@ class LTX2(Family):
         length, bins = self.audio_frames(spec), acfg.mel_bins // self.audio_vae.mel_compression_ratio
         audio = self.noise((1, acfg.latent_channels, length, bins), generator).transpose(1, 2).flatten(2, 3)
         fps = float(spec.fps)
+        blocks = list(spec.stg_blocks or STG_BLOCKS)
         video_coords = self.transformer.rope.prepare_video_coords(1, frames, height, width, self.device, fps=fps)
         audio_coords = self.transformer.audio_rope.prepare_audio_coords(1, length, self.device)
 
@@ -169,7 +182,7 @@ class LTX2(Family):
                 video_coords=video_coords.repeat(n, *(1,) * (video_coords.ndim - 1)),
                 audio_coords=audio_coords.repeat(n, *(1,) * (audio_coords.ndim - 1)),
                 isolate_modalities=c.name == "isolated",
-                spatio_temporal_guidance_blocks=STG_BLOCKS if c.name == "perturbed" else None,
+                spatio_temporal_guidance_blocks=blocks if c.name == "perturbed" else None,
                 use_cross_timestep=CROSS_TIMESTEP, return_dict=False)
             return out_v.float(), out_a.float()
 
@@ -217,6 +230,7 @@ class LTX2(Family):
         return self.make_plan(spec, scheduler, (video, audio), predict, cond, uncond, guide=guide, step=step,
                               x0=lambda out, t, x, i: flow(out[0], t, x[0], i),
                               info={"frame_rate": spec.fps, "audio_latent_frames": length, **s,
+                                    **({"stg_blocks": blocks} if s["stg"] > 0 else {}),
                                     **({"image_crf": self.image_crf()} if spec.image else {})})
 
     def image_crf(self) -> int:
