@@ -113,6 +113,19 @@ def test_parity_with_diffusers(ltx2_i2v, pictures, changes):
     assert record["sampling"]["image_crf"] == 33
 
 
+def test_parity_on_the_ltx2_3_layout(tiny_ltx2_3, pictures):
+    """LTX-2.3 modulates the prompt by the step's sigma while the image's tokens get timestep 0: the per-token
+    timesteps and the scalar sigma go to different places, as in the pipeline."""
+    from diffusers import LTX2ImageToVideoPipeline
+
+    pipe = LTX2ImageToVideoPipeline.from_pretrained(tiny_ltx2_3)
+    pipe.set_progress_bar_config(disable=True)
+    engine = Engine.load(RenderSpec(prompt=PROMPT, model=str(tiny_ltx2_3)))
+    frames, wave, record = differences((engine, pipe), spec_of(tiny_ltx2_3, pictures[(32, 32)]))
+    assert frames <= 1 / 255 and wave <= 1e-4, (frames, wave)
+    assert record["audio"]["sample_rate"] == 32000
+
+
 @given(prompt=words(1, 6), negative=st.none() | words(1, 3), width=st.sampled_from([32, 64]),
        guidance=st.sampled_from([1.0, 2.5]), stg=st.sampled_from([0.0, 1.5]), seed=st.integers(0, 2**31 - 1))
 @settings(FEW, max_examples=2)
