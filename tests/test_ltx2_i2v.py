@@ -30,7 +30,7 @@ from videogen.engine import Engine, inspect_model, resolve_spec
 from videogen.errors import UserError
 from videogen.spec import RenderSpec
 
-pytest.importorskip("av")  # diffusers' re-compression needs PyAV (in the dev extras)
+# LTX2ImageToVideoPipeline's re-compression needs PyAV (`av`, in the dev extras): without it these tests fail.
 
 
 @contextlib.contextmanager
@@ -104,7 +104,7 @@ def differences(pair, spec: RenderSpec) -> tuple[float, float, dict]:
 @pytest.mark.parametrize("changes", [
     {},  # the pipeline's defaults: guidance 3, sound 7, STG 1 on block 28, modality 3, rescale 0.7, CRF 33
     {"guidance": 1.0, "audio_guidance": 1.0, "stg": 0.0, "modality_guidance": 1.0, "guidance_rescale": 0.0,
-     "sigmas": DISTILLED, "steps": None, "frames": 17, "width": 64, "fps": 12},  # the distilled schedule
+     "sigmas": DISTILLED, "steps": None, "width": 64, "fps": 12},  # the distilled schedule
 ])
 def test_parity_with_diffusers(ltx2_i2v, pictures, changes):
     size = (changes.get("width", 32), 32)

@@ -96,15 +96,15 @@ def recompress_h264(image: Image.Image, crf: int) -> Image.Image:
     libx264's sliced threads, PyAV's default, would make the pixels depend on the machine's core count."""
     import subprocess
 
+    import imageio_ffmpeg
     import numpy as np
     from PIL import Image
 
     from videogen.errors import RenderError
-    from videogen.video import _ffmpeg
 
     rgb = np.asarray(image.convert("RGB"))
     h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
-    quiet = [_ffmpeg(), "-hide_banner", "-loglevel", "error"]
+    quiet = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error"]
     raw = ["-f", "rawvideo", "-pix_fmt", "rgb24"]
     encode = [*quiet, *raw, "-s", f"{w}x{h}", "-r", "1", "-i", "-", "-sws_flags", "bilinear", "-c:v", "libx264",
               "-threads", "1", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", "-f", "h264", "-"]
