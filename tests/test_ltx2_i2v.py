@@ -137,6 +137,21 @@ def test_parity_property(ltx2_i2v, pictures, prompt, negative, width, guidance, 
     assert frames <= 1 / 255 and wave <= 1e-4, (frames, wave)
 
 
+def test_previews_see_the_image_as_the_first_frame(ltx2_i2v, pictures):
+    """The step callback's clean estimate (previews, --trace) keeps the image's latents in the first latent frame,
+    where no step moves them, and estimates the rest."""
+    engine = ltx2_i2v[0]
+    spec = spec_of(engine.info.source.ref, pictures[(32, 32)], guidance=1.0, audio_guidance=1.0, stg=0.0,
+                   modality_guidance=1.0)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    engine.render(spec, on_step=lambda _i, _n, x, x0: seen.append((engine.model.video_latents(x, spec), x0)))
+    assert len(seen) == 2
+    for x, x0 in seen:
+        assert torch.equal(x0[:, :, 0], x[:, :, 0])
+    first_x, first_x0 = seen[0]  # the last step lands on sigma 0, where every estimate is the latents
+    assert (first_x0[:, :, 1:] - first_x[:, :, 1:]).abs().max() > 1e-3
+
+
 def test_recompression_is_diffusers_on_one_cpu(tmp_path):
     """The H.264 step alone, at an odd size (a row and a column cut) and two CRFs: equal to diffusers' on one CPU,
     and visibly not the picture it was given."""

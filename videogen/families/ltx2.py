@@ -15,6 +15,7 @@ get timestep 0 and the scheduler step leaves them as they are; the sound is deno
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,12 @@ IMAGE_CRF = {"gemma4": 18, "gemma4_unified": 18}
 DEFAULT_IMAGE_CRF = 33
 # Guidance defaults of LTX2Pipeline.__call__ (its docstring says otherwise; the signature is what runs).
 AUDIO_GUIDANCE, STG, MODALITY, RESCALE = 7.0, 1.0, 3.0, 0.7
+
+
+@functools.lru_cache(maxsize=8)
+def transformer_layers(config: Path, _mtime_ns: int) -> int:
+    """The transformer's block count (cached per file version: a batch checks every item's --stg-blocks)."""
+    return int(read_config(config.parent.parent, "transformer")["num_layers"])
 
 
 def rescale(guided: torch.Tensor, cond: torch.Tensor, share: float) -> torch.Tensor:
@@ -86,13 +93,14 @@ class LTX2(Family):
 
     @classmethod
     def check_spec(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> None:
-        layers = int(read_config(path, "transformer")["num_layers"])
-        blocks = spec.stg_blocks or STG_BLOCKS
-        if (spec.stg is None or spec.stg > 0) and max(blocks) >= layers:
-            label, shown = spec.extras.get("where", {}).get("stg_blocks", "--stg-blocks"), ",".join(map(str, blocks))
-            given = (f"{label} {shown}" if label.startswith("--") else f"stg_blocks {shown} ({label})") \
-                if spec.stg_blocks else f"the default STG block {shown}"
-            raise UserError(f"{given}: this transformer has blocks 0 to {layers - 1}")
+        if spec.stg_blocks and (spec.stg is None or spec.stg > 0):
+            config = path / "transformer" / "config.json"
+            layers = transformer_layers(config, config.stat().st_mtime_ns)
+            if max(spec.stg_blocks) >= layers:
+                label = spec.extras.get("where", {}).get("stg_blocks", "--stg-blocks")
+                shown = ",".join(map(str, spec.stg_blocks))
+                given = f"{label} {shown}" if label.startswith("--") else f"stg_blocks {shown} ({label})"
+                raise UserError(f"{given}: this transformer has blocks 0 to {layers - 1}")
 
     @classmethod
     def task_of(cls, index: dict[str, Any]) -> str:
@@ -220,15 +228,17 @@ class LTX2(Family):
                 out.append((x[k] - est) / sig[k])
             return tuple(out)
 
+        def keep(moved: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+            """The image's tokens as they were (image-to-video): they are clean and no step moves them."""
+            return moved if first is None else torch.where(first.unsqueeze(-1).bool(), before, moved)
+
         def step(out: Latents, t: torch.Tensor, x: Latents) -> Latents:
             v, a = (sch.step(o, t, p, return_dict=False)[0] for sch, o, p in zip(schedulers, out, x, strict=True))
-            if first is not None:  # the image's tokens stay as they are (the Euler step is per element)
-                v = torch.where(first.unsqueeze(-1).bool(), x[0], v)
-            return v, a
+            return keep(v, x[0]), a  # the Euler step is per element: stepping all and keeping some is the same
 
         flow = self.flow_x0(scheduler)
         return self.make_plan(spec, scheduler, (video, audio), predict, cond, uncond, guide=guide, step=step,
-                              x0=lambda out, t, x, i: flow(out[0], t, x[0], i),
+                              x0=lambda out, t, x, i: keep(flow(out[0], t, x[0], i), x[0]),
                               info={"frame_rate": spec.fps, "audio_latent_frames": length, **s,
                                     **({"stg_blocks": blocks} if s["stg"] > 0 else {}),
                                     **({"image_crf": self.image_crf()} if spec.image else {})})
