@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from videogen.families import FAMILIES  # noqa: E402
 from videogen.plan.cards import CARDS_DIR, latent_geometry  # noqa: E402
 from videogen.plan.components import Component, weight_stats  # noqa: E402
 
@@ -386,6 +387,9 @@ for _preset, _kind, _target, _task, _mf in (
 LATENT = {"mochi-1-preview": {"channels": 12, "temporal": 6, "spatial": 8},
           "ltx-video-0.9.1": {"channels": 128, "temporal": 8, "spatial": 32},
           "ltx-video-0.9.5": {"channels": 128, "temporal": 8, "spatial": 32}}
+# What the planner needs of a family beyond the configs (LTX-2: its guidance pair always batched, the sound's
+# default guidance): each family's own declaration, which replaces the "guidance" above.
+FACTS = {f.name: f.plan_facts for f in FAMILIES}
 ONLY_IF_ARGS = set(PRESETS)  # with preset names as arguments, only those are rewritten
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -468,7 +472,8 @@ def main() -> None:
                         "from the Hub: every size is estimated from the parameter count and the on-disk dtype.",
                 "latent": LATENT.get(preset) or latent_geometry(components["vae"]["config"], components[
                     next(n for n in components if n.startswith("transformer"))]["config"]),
-                "text_tokens": tokens, "guidance": guidance, "components": components, "files": files,
+                "text_tokens": tokens, "guidance": guidance, **FACTS.get(meta.get("family"), {}),
+                "components": components, "files": files,
                 "download_bytes": sum(f["bytes"] for f in files), "download_estimated": True}
         (CARDS_DIR / f"{preset}.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
         print(preset, round(card["download_bytes"] / 2**30, 1), "GiB")

@@ -76,6 +76,9 @@ class LTX2(Family):
     min_steps = 2  # a one-step schedule is [1.0]: the stretch to shift_terminal divides 0 by 0
     extra_modules = ("connectors", "audio_vae", "vocoder")
     sound = True
+    # The guidance pair always runs as one batch of two (the extra passes, one at a time, are smaller); the sound's
+    # guidance alone turns it on.
+    plan_facts = {"guidance": "cfg-batched", "audio_guidance": AUDIO_GUIDANCE}
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         super().__init__(path, index, device, dtype)
