@@ -125,9 +125,13 @@ def card_from_folder(path: Path) -> Card:
             "latent": latent_geometry(comps["vae"]["config"], comps["transformer"]["config"]),
             "text_tokens": {n: min(max_len, 512) for n in comps if n.startswith("text_encoder")},
             "guidance": "cfg"}
+    import contextlib
+
     from videogen.families import family_for
 
-    data.update(family_for(index, str(path / "model_index.json")).plan_facts)
+    # what the family declares for the planner; a folder of a family videogen does not run has no such facts
+    with contextlib.suppress(UserError):
+        data.update(family_for(index, str(path / "model_index.json")).plan_facts)
     return Card(path.name, str(path), data)
 
 
