@@ -47,7 +47,8 @@ def reference(pipe, spec: RenderSpec) -> tuple[np.ndarray, torch.Tensor]:
     the video's (None), as videogen's do."""
     given = {"guidance_scale": spec.guidance, "audio_guidance_scale": spec.audio_guidance,
              "stg_scale": spec.stg, "modality_scale": spec.modality_guidance,
-             "guidance_rescale": spec.guidance_rescale, "sigmas": list(spec.sigmas) if spec.sigmas else None}
+             "guidance_rescale": spec.guidance_rescale, "sigmas": list(spec.sigmas) if spec.sigmas else None,
+             "spatio_temporal_guidance_blocks": list(spec.stg_blocks) if spec.stg_blocks else None}
     video, audio = pipe(prompt=spec.prompt, negative_prompt=spec.negative_prompt, num_frames=spec.frames,
                         height=spec.height, width=spec.width, frame_rate=float(spec.fps or 24),
                         num_inference_steps=spec.steps, generator=torch.Generator("cpu").manual_seed(spec.seed),
@@ -82,11 +83,14 @@ def spec_of(model: Path | str, **changes) -> RenderSpec:
      "frames": 17, "width": 64, "steps": 3, "fps": 12},
     {"guidance": 1.0, "audio_guidance": 1.0, "stg": 0.0, "modality_guidance": 1.0, "sigmas": DISTILLED,
      "guidance_rescale": 0.0, "steps": None},  # guidance off, the distilled schedule
+    {"guidance": 1.0, "audio_guidance": 1.0, "stg": 2.0, "stg_blocks": (3, 17), "modality_guidance": 1.0},
 ])
 def test_parity_with_diffusers(ltx2, changes):
     record = assert_parity(ltx2, spec_of(ltx2[0].info.source.ref, **changes))
     assert record["audio"]["sample_rate"] == 16000 and record["audio"]["channels"] == 2
     assert record["sampling"]["stg"] == changes.get("stg", 1.0)
+    assert record["sampling"].get("stg_blocks") == (list(changes.get("stg_blocks", [28])) if record["sampling"]["stg"]
+                                                    else None)
 
 
 def test_parity_on_the_ltx2_3_layout(tiny_ltx2_3):
@@ -117,6 +121,7 @@ def test_parity_property(ltx2, prompt, negative, frames, width, guidance, audio,
     ({"height": 48}, "--height 48 is not a multiple of 32: use 32 or 64"),
     ({"guidance_2": 2.0}, "--guidance-2 is for two-expert models"),
     ({"steps": 1}, "LTX-2 needs --steps 2 or more"),
+    ({"stg_blocks": (5, 29)}, "--stg-blocks 5,29: this transformer has blocks 0 to 28"),
 ])
 def test_refused_by_name(tiny_ltx2, changes, expected):
     spec = RenderSpec(prompt=PROMPT, model=str(tiny_ltx2), frames=9, height=32, width=32, steps=2)
@@ -133,3 +138,25 @@ def test_silent_families_refuse_the_sound_fields(tiny_wan, changes, expected):
     spec = RenderSpec(prompt=PROMPT, model=str(tiny_wan), frames=9, height=32, width=32, steps=2)
     with pytest.raises(UserError, match=re.escape(expected)):
         resolve_spec(spec.replace(**changes), inspect_model(str(tiny_wan)))
+
+
+def test_stg_blocks_flag_and_preset_errors(tiny_ltx2, tiny_wan, tmp_path, capsys):
+    """--stg-blocks is read as a comma-separated list of block numbers; a bad one is refused in one line naming
+    where it came from, before loading, and nothing is written."""
+    from cli_helpers import one_error_line, run_inprocess
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"model: {tiny_ltx2}\nstg_blocks: [40]\n")
+    cases = [(["-m", str(tiny_ltx2), "--stg-blocks", "3,x"], "--stg-blocks: '3,x' is not a comma-separated list "
+              "of whole numbers"),
+             (["-m", str(tiny_ltx2), "--stg-blocks", "-1"], "--stg-blocks: 'stg_blocks' must be a list of block"),
+             (["-m", str(tiny_ltx2), "--stg-blocks", ","], "'stg_blocks' must name at least one block"),
+             (["-p", str(preset)], f"stg_blocks 40 (preset {preset}, key 'stg_blocks'): this transformer has "
+              "blocks 0 to 28"),
+             (["-m", str(tiny_wan), "--stg-blocks", "1"], "--stg-blocks are the blocks of LTX-2's spatio-temporal "
+              "guidance; this wan model does not take it")]
+    for args, message in cases:
+        r = run_inprocess(capsys, "generate", PROMPT, *args, "--frames", "9", "--height", "32", "--width", "32",
+                          "-o", str(tmp_path / "o.mp4"))
+        assert r.code == 2 and message in one_error_line(r), (args, r.err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]

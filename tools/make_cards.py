@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from videogen.families import FAMILIES  # noqa: E402
 from videogen.plan.cards import CARDS_DIR, latent_geometry  # noqa: E402
 from videogen.plan.components import Component, weight_stats  # noqa: E402
 
@@ -179,6 +180,53 @@ LTX2_VOCODER = dict(library="ltx2", cls="LTX2Vocoder", **LTX2_DISK, src=LTX2_SRC
                                 leaky_relu_negative_slope=0.1, output_sampling_rate=24000))
 LTX2_PARTS = {"text_encoder": GEMMA3_12B, "connectors": LTX2_CONNECTORS, "transformer": LTX2_TR, "vae": LTX2_VAE,
               "audio_vae": LTX2_AUDIO_VAE, "vocoder": LTX2_VOCODER}
+# LTX-2.3: the same script's version "2.3" configs (get_ltx2_transformer_config, get_ltx2_connectors_config,
+# get_ltx2_video_vae_config, get_ltx2_audio_vae_config, get_ltx2_vocoder_config; huggingface/diffusers main at
+# 58eb52c). The text encoder is the same Gemma 3 12B; the audio VAE is 2.0's.
+LTX23_TR = dict(LTX2_TR, src=LTX2_SRC + " get_ltx2_transformer_config('2.3')",
+                config=dict(LTX2_TR["config"], gated_attn=True, cross_attn_mod=True, audio_gated_attn=True,
+                            audio_cross_attn_mod=True, use_prompt_embeddings=False, perturbed_attn=True))
+LTX23_CONNECTORS = dict(LTX2_CONNECTORS, src=LTX2_SRC + " get_ltx2_connectors_config('2.3')",
+                        config=dict(caption_channels=3840, text_proj_in_factor=49,
+                                    video_connector_num_attention_heads=32, video_connector_attention_head_dim=128,
+                                    video_connector_num_layers=8, video_connector_num_learnable_registers=128,
+                                    video_gated_attn=True, audio_connector_num_attention_heads=32,
+                                    audio_connector_attention_head_dim=64, audio_connector_num_layers=8,
+                                    audio_connector_num_learnable_registers=128, audio_gated_attn=True,
+                                    connector_rope_base_seq_len=4096, rope_theta=10000.0, rope_double_precision=True,
+                                    causal_temporal_positioning=False, rope_type="split",
+                                    per_modality_projections=True, video_hidden_dim=4096, audio_hidden_dim=2048,
+                                    proj_bias=True))
+LTX23_VAE = dict(LTX2_VAE, src=LTX2_SRC + " get_ltx2_video_vae_config('2.3') (timestep_conditioning off, the "
+                                          "script's default: assumed for the published folder)",
+                 config=dict(in_channels=3, out_channels=3, latent_channels=128, block_out_channels=[256, 512, 1024, 1024],
+                             down_block_types=["LTX2VideoDownBlock3D"] * 4, decoder_block_out_channels=[256, 512, 512, 1024],
+                             layers_per_block=[4, 6, 4, 2, 2], decoder_layers_per_block=[4, 6, 4, 2, 2],
+                             spatio_temporal_scaling=[True] * 4, decoder_spatio_temporal_scaling=[True] * 4,
+                             decoder_inject_noise=[False] * 5,
+                             downsample_type=["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
+                             upsample_type=["spatiotemporal", "spatiotemporal", "temporal", "spatial"],
+                             upsample_residual=[False] * 4, upsample_factor=[2, 2, 1, 2], timestep_conditioning=False,
+                             patch_size=4, patch_size_t=1, resnet_norm_eps=1e-6, encoder_causal=True,
+                             decoder_causal=False, encoder_spatial_padding_mode="zeros",
+                             decoder_spatial_padding_mode="zeros", spatial_compression_ratio=32,
+                             temporal_compression_ratio=8))
+LTX23_AUDIO_VAE = dict(LTX2_AUDIO_VAE, src=LTX2_SRC + " get_ltx2_audio_vae_config('2.3') (2.0's)")
+_RES = dict(resnet_kernel_sizes=[3, 7, 11], resnet_dilations=[[1, 3, 5]] * 3)
+LTX23_VOCODER = dict(LTX2_VOCODER, cls="LTX2VocoderWithBWE", src=LTX2_SRC + " get_ltx2_vocoder_config('2.3')",
+                     config=dict(in_channels=128, hidden_channels=1536, out_channels=2,
+                                 upsample_kernel_sizes=[11, 4, 4, 4, 4, 4], upsample_factors=[5, 2, 2, 2, 2, 2], **_RES,
+                                 act_fn="snakebeta", leaky_relu_negative_slope=0.1, antialias=True, antialias_ratio=2,
+                                 antialias_kernel_size=12, final_act_fn=None, final_bias=False, bwe_in_channels=128,
+                                 bwe_hidden_channels=512, bwe_out_channels=2, bwe_upsample_kernel_sizes=[12, 11, 4, 4, 4],
+                                 bwe_upsample_factors=[6, 5, 2, 2, 2], bwe_resnet_kernel_sizes=[3, 7, 11],
+                                 bwe_resnet_dilations=[[1, 3, 5]] * 3, bwe_act_fn="snakebeta",
+                                 bwe_leaky_relu_negative_slope=0.1, bwe_antialias=True, bwe_antialias_ratio=2,
+                                 bwe_antialias_kernel_size=12, bwe_final_act_fn=None, bwe_final_bias=False,
+                                 filter_length=512, hop_length=80, window_length=512, num_mel_channels=64,
+                                 input_sampling_rate=16000, output_sampling_rate=48000))
+LTX23_PARTS = {"text_encoder": GEMMA3_12B, "connectors": LTX23_CONNECTORS, "transformer": LTX23_TR, "vae": LTX23_VAE,
+               "audio_vae": LTX23_AUDIO_VAE, "vocoder": LTX23_VOCODER}
 
 
 def cog_tr(version: str, layers: int, heads: int, rotary: bool, i2v: bool, disk: str) -> dict:
@@ -254,6 +302,8 @@ PRESETS: dict[str, tuple[dict, dict, str]] = {
 }
 # The distilled checkpoint has the same architecture (another transformer's weights).
 PRESETS["ltx2-distilled"] = PRESETS["ltx2"]
+PRESETS["ltx2.3"] = (LTX23_PARTS, {"text_encoder": 1024}, "cfg")
+PRESETS["ltx2.3-distilled"] = PRESETS["ltx2.3"]
 # The same files as wan2.1-t2v-14b / i2v-14b-480p under another Hub id.
 PRESETS["wan2.1-t2v-14b-720p"] = PRESETS["wan2.1-t2v-14b-480p"]
 PRESETS["wan2.1-i2v-14b-720p"] = ({**PRESETS["wan2.1-i2v-14b-480p"][0],
@@ -337,6 +387,9 @@ for _preset, _kind, _target, _task, _mf in (
 LATENT = {"mochi-1-preview": {"channels": 12, "temporal": 6, "spatial": 8},
           "ltx-video-0.9.1": {"channels": 128, "temporal": 8, "spatial": 32},
           "ltx-video-0.9.5": {"channels": 128, "temporal": 8, "spatial": 32}}
+# What the planner needs of a family beyond the configs (LTX-2: its guidance pair always batched, the sound's
+# default guidance): each family's own declaration, which replaces the "guidance" above.
+FACTS = {f.name: f.plan_facts for f in FAMILIES}
 ONLY_IF_ARGS = set(PRESETS)  # with preset names as arguments, only those are rewritten
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -419,7 +472,8 @@ def main() -> None:
                         "from the Hub: every size is estimated from the parameter count and the on-disk dtype.",
                 "latent": LATENT.get(preset) or latent_geometry(components["vae"]["config"], components[
                     next(n for n in components if n.startswith("transformer"))]["config"]),
-                "text_tokens": tokens, "guidance": guidance, "components": components, "files": files,
+                "text_tokens": tokens, "guidance": guidance, **FACTS.get(meta.get("family"), {}),
+                "components": components, "files": files,
                 "download_bytes": sum(f["bytes"] for f in files), "download_estimated": True}
         (CARDS_DIR / f"{preset}.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
         print(preset, round(card["download_bytes"] / 2**30, 1), "GiB")

@@ -85,3 +85,32 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
     array = np.array(image.convert("RGB")).astype(np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0) * 2.0 - 1.0
+
+
+def recompress_h264(image: Image.Image, crf: int) -> Image.Image:
+    """The image as one H.264 frame at `crf` would show it (encoded and decoded again), for models trained on
+    compressed video stills (LTX-2). Odd sides lose their last row or column, as a 4:2:0 frame needs even sides.
+
+    It does what diffusers' `apply_image_conditioning_crf` does with PyAV (libx264 preset veryfast, RGB to 4:2:0
+    with swscale's bilinear filter, and back), through the ffmpeg that writes the videos. One encoder thread:
+    libx264's sliced threads, PyAV's default, would make the pixels depend on the machine's core count."""
+    import subprocess
+
+    import imageio_ffmpeg
+    import numpy as np
+    from PIL import Image
+
+    from videogen.errors import RenderError
+
+    rgb = np.asarray(image.convert("RGB"))
+    h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+    quiet = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error"]
+    raw = ["-f", "rawvideo", "-pix_fmt", "rgb24"]
+    encode = [*quiet, *raw, "-s", f"{w}x{h}", "-r", "1", "-i", "-", "-sws_flags", "bilinear", "-c:v", "libx264",
+              "-threads", "1", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", "-f", "h264", "-"]
+    decode = [*quiet, "-f", "h264", "-i", "-", "-sws_flags", "bilinear", "-frames:v", "1", *raw, "-"]
+    stream = subprocess.run(encode, input=np.ascontiguousarray(rgb[:h, :w]).tobytes(), capture_output=True)
+    pixels = subprocess.run(decode, input=stream.stdout, capture_output=True) if stream.returncode == 0 else stream
+    if pixels.returncode != 0 or len(pixels.stdout) != h * w * 3:
+        raise RenderError(f"ffmpeg failed re-compressing the image: {pixels.stderr.decode(errors='replace')[-300:]}")
+    return Image.fromarray(np.frombuffer(pixels.stdout, np.uint8).reshape(h, w, 3))

@@ -59,6 +59,8 @@ class RenderSpec:
                            "skipped (LTX-2; default 1, 0 turns it off).", range=(0.0, 100.0))
     modality_guidance: float | None = _f(help="Modality guidance: away from the model with video and sound "
                                          "isolated (LTX-2; default 3, 1 turns it off).", range=(0.0, 100.0))
+    stg_blocks: tuple[int, ...] | None = _f(help="Transformer blocks whose self-attention spatio-temporal guidance "
+                                            "skips, comma-separated (LTX-2; default 28).")
     guidance_rescale: float | None = _f(help="Share of the guided estimate rescaled to the conditional one's spread "
                                         "(LTX-2; default 0.7).", range=(0.0, 1.0))
     seed: int | None = _f(help="Seed of the initial noise (random and recorded if not given).", range=(0, 2**63 - 1))
@@ -168,6 +170,8 @@ def _check_list(name: str, value: Any, item: type, where: str) -> tuple[Any, ...
             raise UserError(f"{where}: '{name}' must be a list of numbers, not {value!r}")
         if item is str and not isinstance(v, str):
             raise UserError(f"{where}: '{name}' must be a list of strings, not {value!r}")
+        if item is int and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise UserError(f"{where}: '{name}' must be a list of block numbers (0, 1, ...), not {value!r}")
         out.append(float(v) if item is float else v)
     if name == "loras":
         from videogen.lora.refs import parse_ref
@@ -177,6 +181,8 @@ def _check_list(name: str, value: Any, item: type, where: str) -> tuple[Any, ...
     if name == "sigmas" and not (out and decreasing and all(0.0 <= v <= 1.0 for v in out)):
         raise UserError(f"{where}: 'sigmas' must be a non-empty, strictly decreasing list of values in [0, 1], "
                         f"not {list(value)!r}")
+    if name == "stg_blocks" and not out:
+        raise UserError(f"{where}: 'stg_blocks' must name at least one block (--stg 0 turns the guidance off)")
     return tuple(out)
 
 

@@ -35,7 +35,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # List fields: a repeatable option (one value each) or one comma-separated value: (flag, metavar, type).
 _LISTS: dict[str, tuple[str, str | None, Any]] = {"loras": ("--lora", "PATH:WEIGHT@EXPERT", list[str]),
                                                   "reference_images": ("--reference-image", None, list[Path]),
-                                                  "sigmas": ("--sigmas", "LIST", str)}
+                                                  "sigmas": ("--sigmas", "LIST", str),
+                                                  "stg_blocks": ("--stg-blocks", "LIST", str)}
 # Help panels where the field's kind does not say: the model is chosen with the render; these two only
 # change speed and memory.
 _PANELS = {"loras": "LoRA and schedule", "sigmas": "LoRA and schedule", "cache_drift": E, "batch_cfg": E,
@@ -78,11 +79,13 @@ def with_render_options(*names: str) -> Callable[[F], F]:
 AudioWav = Annotated[Path | None, typer.Option("--audio", help="Also write the sound track as it came from the vocoder: a float32 WAV at its sample rate and channels (models with sound: LTX-2).", rich_help_panel=R)]
 
 
-def parse_sigmas(text: str) -> list[float]:
+def parse_list(text: str, flag: str, kind: type[int] | type[float]) -> list[Any]:
+    """A comma-separated option value (--sigmas 1,0.75,0.5; --stg-blocks 20,28) as numbers of `kind`."""
     try:
-        return [float(v) for v in text.replace(" ", "").split(",") if v]
+        return [kind(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        raise UserError(f"--sigmas: '{text}' is not a comma-separated list of numbers") from None
+        what = "whole numbers" if kind is int else "numbers"
+        raise UserError(f"{flag}: '{text}' is not a comma-separated list of {what}") from None
 
 
 def flag_values(**flags: Any) -> dict[str, Any]:
@@ -93,8 +96,8 @@ def flag_values(**flags: Any) -> dict[str, Any]:
     for name, value in flags.items():
         if value is None:
             continue
-        if name == "sigmas":
-            value = parse_sigmas(value)
+        if name in ("sigmas", "stg_blocks"):
+            value = parse_list(value, _LISTS[name][0], float if name == "sigmas" else int)
         elif name == "loras":
             value = tuple(value)
         elif name == "reference_images":

@@ -29,7 +29,8 @@ def parse_size(text: str) -> int:
 
 
 @o.with_render_options("model", "frames", "height", "width", "steps", "guidance", "guidance_2", "true_guidance",
-                       "dtype", "offload", "vae_tiling", "batch_cfg", "quantize", "max_sequence_length")
+                       "audio_guidance", "dtype", "offload", "vae_tiling", "batch_cfg", "quantize",
+                       "max_sequence_length")
 def plan_command(
     *, preset: o.PresetOpt = None, gpu_memory: GpuMemory = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
@@ -74,6 +75,8 @@ def table(p: dict[str, Any]) -> str:
     dec = st["decode"]
     lines.append(f"{'VAE decode, untiled':<26}{dec['weights_gib']:>12.2f}{dec['peak_gib_untiled']:>10.2f}")
     lines.append(f"{'VAE decode, tiled':<26}{dec['weights_gib']:>12.2f}{dec['peak_gib_tiled']:>10.2f}")
+    if "sound" in st:  # models that make sound: the audio VAE and the vocoder
+        lines.append(f"{'sound decode':<26}{st['sound']['weights_gib']:>12.2f}{st['sound']['peak_gib']:>10.2f}")
     gpu = f"fits {s['gpu_memory_gib']:g} GiB"
     lines += ["", f"{'offload':<12}{'GPU peak GiB':>14}{'(tiled)':>10}{'CPU RAM GiB':>13}  {gpu}"]
     for mode, row in p["offload"].items():

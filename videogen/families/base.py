@@ -41,6 +41,7 @@ OPTIONAL_FIELDS: dict[str, str] = {
     "flow_shift": "shifts a flow-matching schedule",
     "audio_guidance": "guides a sound track (LTX-2)",
     "stg": "is LTX-2's spatio-temporal guidance",
+    "stg_blocks": "are the blocks of LTX-2's spatio-temporal guidance",
     "modality_guidance": "is LTX-2's audio-video modality guidance",
     "guidance_rescale": "is LTX-2's guidance rescale",
     "no_audio": "is for models that make sound (LTX-2)",
@@ -130,6 +131,9 @@ class Family(ABC):
     inputs: ClassVar[frozenset[str]] = frozenset()
     required_inputs: ClassVar[frozenset[str]] = frozenset()
     sound: ClassVar[bool] = False  # whether its models make a sound track (`decode_audio`)
+    # What `videogen plan` needs to know of this family that the configs do not say (a card's "guidance": how the
+    # negative prompt runs), merged into the card it reads from a local folder.
+    plan_facts: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         self.path, self.index, self.device, self.dtype = path, index, device, dtype

@@ -1,4 +1,4 @@
-"""LTX-2 (`LTX2Pipeline`): video and sound from one transformer, denoised together.
+"""LTX-2 (`LTX2Pipeline`, `LTX2ImageToVideoPipeline`): video and sound from one transformer, denoised together.
 
 The loop's latents are a pair of token streams, (video, audio); both see the same timesteps, each through its own
 copy of the scheduler. Gemma 3's hidden states (every layer) pass through the text connectors, which give one
@@ -6,14 +6,21 @@ prompt embedding for each stream. Guidance is the family's own, mixed in x0 spac
 classifier-free guidance (its own scale for the sound), spatio-temporal guidance (one block's self-attention
 skipped), modality guidance (video and sound isolated from each other), then the rescale of the guided estimate.
 The sound is decoded by the audio VAE to a mel spectrogram and by the vocoder to a waveform.
+
+Image-to-video (one checkpoint does both): the image, re-compressed as one H.264 frame as the model saw its
+training stills, then fitted to the render size, is encoded (posterior mode) as the first latent frame. Its tokens
+get timestep 0 and the scheduler step leaves them as they are; the sound is denoised as for text-to-video.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from videogen import images
+from videogen.errors import UserError
 from videogen.families.base import Defaults, Family, Geometry, read_config
 from videogen.families.ltx import pack, resolution_shift, unpack
 from videogen.lazy import no_grad
@@ -28,12 +35,23 @@ else:
     from videogen.lazy import torch
 
 SIZE_MULTIPLE = 32  # LTX2Pipeline refuses other sizes
-# LTX2Pipeline.__call__'s defaults for what videogen does not expose as a field.
-STG_BLOCKS = [28]  # the transformer blocks whose self-attention spatio-temporal guidance skips
+# LTX2Pipeline.__call__'s defaults.
+STG_BLOCKS = (28,)  # the transformer blocks whose self-attention spatio-temporal guidance skips (--stg-blocks)
 CROSS_TIMESTEP = True  # cross-modal attention modulated by the other stream's sigma
 DECODE_TIMESTEP = 0.0  # the timestep-conditioned decoder runs at 0, with no noise mixed in
+# The H.264 CRF of the image-to-video still, by the text encoder's model type (diffusers'
+# resolve_default_image_crf, after Lightricks' ltx-pipelines): LTX-2.5's Gemma 4 was trained at 18, LTX-2.0 and
+# 2.3 (Gemma 3) at 33.
+IMAGE_CRF = {"gemma4": 18, "gemma4_unified": 18}
+DEFAULT_IMAGE_CRF = 33
 # Guidance defaults of LTX2Pipeline.__call__ (its docstring says otherwise; the signature is what runs).
 AUDIO_GUIDANCE, STG, MODALITY, RESCALE = 7.0, 1.0, 3.0, 0.7
+
+
+@functools.lru_cache(maxsize=8)
+def transformer_layers(config: Path, _mtime_ns: int) -> int:
+    """The transformer's block count (cached per file version: a batch checks every item's --stg-blocks)."""
+    return int(read_config(config.parent.parent, "transformer")["num_layers"])
 
 
 def rescale(guided: torch.Tensor, cond: torch.Tensor, share: float) -> torch.Tensor:
@@ -46,17 +64,21 @@ def rescale(guided: torch.Tensor, cond: torch.Tensor, share: float) -> torch.Ten
 class LTX2(Family):
     name = "ltx2"
     title = "LTX-2"
-    pipelines = ("LTX2Pipeline",)
-    tasks = ("t2v",)
+    pipelines = ("LTX2Pipeline", "LTX2ImageToVideoPipeline")
+    tasks = ("ti2v", "i2v")  # one checkpoint does both: the image is optional unless the folder says I2V
     # LTX2Pipeline.__call__ defaults (frame_rate 24).
     defaults = Defaults(frames=121, height=512, width=768, steps=30, guidance=3.0, fps=24)
     latent = LatentFormat(channels=128, layout="tokens", temporal=8, spatial=32, stats="weights")
     max_text_tokens = 1024  # Gemma length of LTX2Pipeline
-    accepts = frozenset({"audio_guidance", "stg", "modality_guidance", "guidance_rescale", "no_audio"})
+    accepts = frozenset({"audio_guidance", "stg", "stg_blocks", "modality_guidance", "guidance_rescale",
+                         "no_audio"})
     takes_sigmas = True  # the distilled checkpoints' 8-step schedule
     min_steps = 2  # a one-step schedule is [1.0]: the stretch to shift_terminal divides 0 by 0
     extra_modules = ("connectors", "audio_vae", "vocoder")
     sound = True
+    # The guidance pair always runs as one batch of two (the extra passes, one at a time, are smaller); the sound's
+    # guidance alone turns it on.
+    plan_facts = {"guidance": "cfg-batched", "audio_guidance": AUDIO_GUIDANCE}
 
     def __init__(self, path: Path, index: dict[str, Any], device: torch.device, dtype: torch.dtype):
         super().__init__(path, index, device, dtype)
@@ -71,6 +93,21 @@ class LTX2(Family):
     def geometry(cls, path: Path, index: dict[str, Any]) -> Geometry:
         geo = vae_geometry(read_config(path, "vae"))
         return Geometry(geo.temporal, SIZE_MULTIPLE, SIZE_MULTIPLE)
+
+    @classmethod
+    def check_spec(cls, path: Path, index: dict[str, Any], spec: RenderSpec) -> None:
+        if spec.stg_blocks and (spec.stg is None or spec.stg > 0):
+            config = path / "transformer" / "config.json"
+            layers = transformer_layers(config, config.stat().st_mtime_ns)
+            if max(spec.stg_blocks) >= layers:
+                label = spec.extras.get("where", {}).get("stg_blocks", "--stg-blocks")
+                shown = ",".join(map(str, spec.stg_blocks))
+                given = f"{label} {shown}" if label.startswith("--") else f"stg_blocks {shown} ({label})"
+                raise UserError(f"{given}: this transformer has blocks 0 to {layers - 1}")
+
+    @classmethod
+    def task_of(cls, index: dict[str, Any]) -> str:
+        return "i2v" if index.get("_class_name") == "LTX2ImageToVideoPipeline" else "ti2v"
 
     @no_grad
     def embed(self, text: str, length: int) -> dict[str, torch.Tensor]:
@@ -124,11 +161,19 @@ class LTX2(Family):
         sound.set_begin_index(0)
         generator = self.generator(spec)  # video noise first, then the sound's, as LTX2Pipeline draws them
         p, pt = self.transformer.config.patch_size, self.transformer.config.patch_size_t
-        video = pack(self.noise(shape, generator), p, pt)
+        video = self.noise(shape, generator)
+        first = None  # 1 on the first latent frame's tokens, which the image fixes (image-to-video only)
+        if spec.image:
+            mask = torch.zeros((1, 1, frames, height, width), device=self.device)
+            mask[:, :, 0] = 1.0
+            video = self.encode_image(spec).repeat(1, 1, frames, 1, 1) * mask + video * (1 - mask)
+            first = pack(mask, p, pt).squeeze(-1)
+        video = pack(video, p, pt)
         acfg = self.audio_vae.config
         length, bins = self.audio_frames(spec), acfg.mel_bins // self.audio_vae.mel_compression_ratio
         audio = self.noise((1, acfg.latent_channels, length, bins), generator).transpose(1, 2).flatten(2, 3)
         fps = float(spec.fps)
+        blocks = list(spec.stg_blocks or STG_BLOCKS)
         video_coords = self.transformer.rope.prepare_video_coords(1, frames, height, width, self.device, fps=fps)
         audio_coords = self.transformer.audio_rope.prepare_audio_coords(1, length, self.device)
 
@@ -136,9 +181,11 @@ class LTX2(Family):
             v, a = x
             n = v.shape[0]
             timestep = t.expand(n)
+            # the image's tokens are clean: timestep 0 there (the sound and the prompt modulation keep t)
+            tokens = timestep if first is None else timestep.unsqueeze(-1) * (1 - first)
             out_v, out_a = self.transformer(
-                hidden_states=v.to(self.dtype), audio_hidden_states=a.to(self.dtype), timestep=timestep,
-                sigma=timestep, encoder_hidden_states=c.tensors["encoder_hidden_states"],
+                hidden_states=v.to(self.dtype), audio_hidden_states=a.to(self.dtype), timestep=tokens,
+                audio_timestep=timestep, sigma=timestep, encoder_hidden_states=c.tensors["encoder_hidden_states"],
                 audio_encoder_hidden_states=c.tensors["audio_encoder_hidden_states"],
                 encoder_attention_mask=c.tensors["encoder_attention_mask"],
                 audio_encoder_attention_mask=c.tensors["encoder_attention_mask"], num_frames=frames, height=height,
@@ -146,7 +193,7 @@ class LTX2(Family):
                 video_coords=video_coords.repeat(n, *(1,) * (video_coords.ndim - 1)),
                 audio_coords=audio_coords.repeat(n, *(1,) * (audio_coords.ndim - 1)),
                 isolate_modalities=c.name == "isolated",
-                spatio_temporal_guidance_blocks=STG_BLOCKS if c.name == "perturbed" else None,
+                spatio_temporal_guidance_blocks=blocks if c.name == "perturbed" else None,
                 use_cross_timestep=CROSS_TIMESTEP, return_dict=False)
             return out_v.float(), out_a.float()
 
@@ -184,13 +231,34 @@ class LTX2(Family):
                 out.append((x[k] - est) / sig[k])
             return tuple(out)
 
+        def keep(moved: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+            """The image's tokens as they were (image-to-video): they are clean and no step moves them."""
+            return moved if first is None else torch.where(first.unsqueeze(-1).bool(), before, moved)
+
         def step(out: Latents, t: torch.Tensor, x: Latents) -> Latents:
-            return tuple(sch.step(o, t, p, return_dict=False)[0] for sch, o, p in zip(schedulers, out, x, strict=True))
+            v, a = (sch.step(o, t, p, return_dict=False)[0] for sch, o, p in zip(schedulers, out, x, strict=True))
+            return keep(v, x[0]), a  # the Euler step is per element: stepping all and keeping some is the same
 
         flow = self.flow_x0(scheduler)
         return self.make_plan(spec, scheduler, (video, audio), predict, cond, uncond, guide=guide, step=step,
-                              x0=lambda out, t, x, i: flow(out[0], t, x[0], i),
-                              info={"frame_rate": spec.fps, "audio_latent_frames": length, **s})
+                              x0=lambda out, t, x, i: keep(flow(out[0], t, x[0], i), x[0]),
+                              info={"frame_rate": spec.fps, "audio_latent_frames": length, **s,
+                                    **({"stg_blocks": blocks} if s["stg"] > 0 else {}),
+                                    **({"image_crf": self.image_crf()} if spec.image else {})})
+
+    def image_crf(self) -> int:
+        return IMAGE_CRF.get(self.text_encoder.config.model_type, DEFAULT_IMAGE_CRF)
+
+    @no_grad
+    def encode_image(self, spec: RenderSpec) -> torch.Tensor:
+        """The first frame as normalised latents [1,C,1,h,w]: re-compressed at its own size (as LTX2ImageToVideoPipeline
+        and Lightricks' ltx-pipelines do), fitted to the render size, encoded to the posterior mode (no draw)."""
+        assert spec.image and spec.height and spec.width
+        still = images.recompress_h264(images.load_image(spec.image), self.image_crf())
+        pixels = images.to_tensor(images.fit_image(still, spec.width, spec.height)).to(self.device, self.vae.dtype)
+        z = self.vae.encode(pixels.unsqueeze(2)).latent_dist.mode().float()
+        shape = (1, -1, 1, 1, 1)
+        return (z - self.vae.latents_mean.view(shape).to(z)) / self.vae.latents_std.view(shape).to(z)
 
     def video_latents(self, latents: Latents, spec: RenderSpec) -> torch.Tensor:
         video = latents[0] if isinstance(latents, tuple) else latents  # x0 estimates come as the video stream

@@ -83,6 +83,23 @@ def latent_geometry(vae: dict[str, Any], transformer: dict[str, Any]) -> dict[st
     return {"channels": int(channels), "temporal": temporal, "spatial": spatial}
 
 
+def _holds_weights(entry: list[Any]) -> bool:
+    """A model_index.json entry that is a torch module: diffusers' and transformers' classes, and those of a
+    diffusers pipeline package (LTX-2's connectors and vocoder live in `diffusers.pipelines.ltx2`)."""
+    if entry[0] in MODULE_LIBRARIES:
+        return True
+    import importlib
+
+    import torch
+
+    try:
+        module = importlib.import_module(f"diffusers.pipelines.{entry[0]}")
+    except ImportError:
+        return False
+    cls = getattr(module, str(entry[1]), None)
+    return isinstance(cls, type) and issubclass(cls, torch.nn.Module)
+
+
 def card_from_folder(path: Path) -> Card:
     """A card for a local diffusers folder: its own configs, weights counted on the meta device."""
     from videogen.plan.components import Component, weight_stats
@@ -90,7 +107,7 @@ def card_from_folder(path: Path) -> Card:
     index = _read_json(path / "model_index.json")
     comps: dict[str, Any] = {}
     for name, entry in index.items():
-        if (name.startswith("_") or not isinstance(entry, list) or entry[0] not in MODULE_LIBRARIES
+        if (name.startswith("_") or not isinstance(entry, list) or not _holds_weights(entry)
                 or name in NOT_MODULES or name.startswith("tokenizer")):
             continue
         config = _read_json(path / name / "config.json")
@@ -108,6 +125,13 @@ def card_from_folder(path: Path) -> Card:
             "latent": latent_geometry(comps["vae"]["config"], comps["transformer"]["config"]),
             "text_tokens": {n: min(max_len, 512) for n in comps if n.startswith("text_encoder")},
             "guidance": "cfg"}
+    import contextlib
+
+    from videogen.families import family_for
+
+    # what the family declares for the planner; a folder of a family videogen does not run has no such facts
+    with contextlib.suppress(UserError):
+        data.update(family_for(index, str(path / "model_index.json")).plan_facts)
     return Card(path.name, str(path), data)
 
 

@@ -41,6 +41,8 @@ def instantiate(comp: Component, overrides: dict[str, Any] | None = None) -> tor
     """The module for `comp` in the current default device and dtype (no weights are read)."""
     config = {k: v for k, v in comp.config.items() if not k.startswith("_")}
     config.update(overrides or {})
+    if isinstance(config.get("layer_types"), list) and "num_hidden_layers" in (overrides or {}):
+        config["layer_types"] = config["layer_types"][: config["num_hidden_layers"]]  # one entry per layer
     if comp.library != "transformers":  # diffusers, or one of its pipeline modules (LTX-2's "ltx2")
         import importlib
 
@@ -51,6 +53,8 @@ def instantiate(comp: Component, overrides: dict[str, Any] | None = None) -> tor
 
     model_type = config.pop("model_type")
     cfg = transformers.AutoConfig.for_model(model_type, **config)
+    if comp.cls.startswith("Auto"):  # the class a config names (a multimodal model's language model)
+        return getattr(transformers, comp.cls).from_config(cfg).eval()
     return getattr(transformers, comp.cls)(cfg).eval()
 
 

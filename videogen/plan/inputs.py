@@ -22,6 +22,7 @@ class Shapes:
     width: int  # latent width
     tokens: int  # text tokens given to the denoiser
     fps: int = 16
+    audio: int = 0  # sound latent frames (models that make sound: LTX-2)
 
 
 def _latents(s: Shapes, channels: int, dtype: torch.dtype) -> torch.Tensor:
@@ -65,6 +66,30 @@ def _ltx(cfg: dict[str, Any], s: Shapes, dtype: torch.dtype) -> dict[str, Any]:
                 rope_interpolation_scale=(8 / s.fps, 32, 32), return_dict=False)
 
 
+def audio_frames(audio_vae: dict[str, Any], frames: int, fps: float) -> int:
+    """LTX-2's sound latent frames for `frames` video frames: its audio VAE's rate (sample rate / hop / 4, 25 a
+    second) times the video's duration, rounded as LTX2Pipeline rounds it."""
+    return round(frames / fps * audio_vae["sample_rate"] / audio_vae["mel_hop_length"] / AUDIO_DOWNSAMPLE)
+
+
+AUDIO_DOWNSAMPLE = 4  # the LTX-2 audio VAE's time and mel compression (diffusers' LATENT_DOWNSAMPLE_FACTOR)
+
+
+def _ltx2(cfg: dict[str, Any], s: Shapes, dtype: torch.dtype) -> dict[str, Any]:
+    """Video and sound tokens together; the prompt comes from the connectors at the caption width (2.0, projected
+    inside) or at each stream's cross-attention width (2.3)."""
+    prompt = cfg.get("use_prompt_embeddings", True)
+    video_dim = cfg["caption_channels"] if prompt else cfg["cross_attention_dim"]
+    audio_dim = cfg["caption_channels"] if prompt else cfg["audio_cross_attention_dim"]
+    mask = torch.ones(s.batch, s.tokens, dtype=torch.long)
+    return dict(hidden_states=torch.randn(s.batch, s.frames * s.height * s.width, cfg["in_channels"], dtype=dtype),
+                audio_hidden_states=torch.randn(s.batch, s.audio, cfg["audio_in_channels"], dtype=dtype),
+                encoder_hidden_states=_text(s, video_dim, dtype), audio_encoder_hidden_states=_text(s, audio_dim, dtype),
+                timestep=_t(s), sigma=_t(s), encoder_attention_mask=mask, audio_encoder_attention_mask=mask,
+                num_frames=s.frames, height=s.height, width=s.width, fps=float(s.fps), audio_num_frames=s.audio,
+                use_cross_timestep=True, return_dict=False)
+
+
 def _cogvideox(cfg: dict[str, Any], s: Shapes, dtype: torch.dtype) -> dict[str, Any]:
     # Rotary tables are built by the pipeline and passed in; they are small next to the activations, so the
     # trace leaves them out (image_rotary_emb=None).
@@ -86,6 +111,7 @@ DENOISERS: dict[str, Callable[[dict[str, Any], Shapes, torch.dtype], dict[str, A
     "WanTransformer3DModel": _wan,
     "HunyuanVideoTransformer3DModel": _hunyuan,
     "LTXVideoTransformer3DModel": _ltx,
+    "LTX2VideoTransformer3DModel": _ltx2,
     "CogVideoXTransformer3DModel": _cogvideox,
     "MochiTransformer3DModel": _mochi,
 }
@@ -97,6 +123,28 @@ def denoiser_inputs(cls: str, cfg: dict[str, Any], s: Shapes, dtype: torch.dtype
     if cls not in DENOISERS:
         raise UserError(f"videogen plan does not know the inputs of {cls} (known: {', '.join(DENOISERS)})")
     return DENOISERS[cls](cfg, s, dtype)
+
+
+# Components that turn the text encoder's output into the denoiser's prompt, run after it (LTX-2's connectors:
+# every Gemma layer's states stacked), and their inputs for `tokens` text tokens.
+CONDITIONERS: dict[str, Callable[[dict[str, Any], int, torch.dtype], dict[str, Any]]] = {
+    "LTX2TextConnectors": lambda cfg, tokens, dtype: dict(
+        text_encoder_hidden_states=torch.randn(1, tokens, cfg["caption_channels"] * cfg["text_proj_in_factor"],
+                                               dtype=dtype),
+        attention_mask=torch.ones(1, tokens, dtype=torch.long), padding_side="left"),
+}
+
+
+def sound_call(cls: str, cfg: dict[str, Any], audio: int, dtype: torch.dtype) -> Callable[[Any], Any] | None:
+    """How a sound decoder runs on `audio` latent frames (the audio VAE to a mel spectrogram, the vocoder to the
+    waveform), or None for a component that is not one."""
+    if cls == "AutoencoderKLLTX2Audio":
+        z = (1, cfg["latent_channels"], audio, cfg["mel_bins"] // AUDIO_DOWNSAMPLE)
+        return lambda m: m.decode(torch.randn(*z, dtype=dtype), return_dict=False)[0]
+    if cls in ("LTX2Vocoder", "LTX2VocoderWithBWE"):  # its input: the audio VAE's stereo mel, 4x the frames
+        bins = cfg.get("num_mel_channels") or cfg["in_channels"] // 2
+        return lambda m: m(torch.randn(1, 2, audio * AUDIO_DOWNSAMPLE, bins, dtype=dtype))
+    return None
 
 
 def text_inputs(tokens: int) -> dict[str, Any]:

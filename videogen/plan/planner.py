@@ -17,7 +17,15 @@ import torch
 
 from videogen.plan.cards import Card
 from videogen.plan.components import Component, WeightStats
-from videogen.plan.inputs import Shapes, decode_kwargs, denoiser_inputs, text_inputs
+from videogen.plan.inputs import (
+    CONDITIONERS,
+    Shapes,
+    audio_frames,
+    decode_kwargs,
+    denoiser_inputs,
+    sound_call,
+    text_inputs,
+)
 from videogen.plan.trace import peak_bytes, traced
 
 GIB = 1024**3
@@ -37,6 +45,7 @@ class Settings:
     vae_tiling: bool = False
     quantize: str = "none"
     fps: int = 16
+    audio_guidance: float | None = None  # models with sound (LTX-2): None is the card's default
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -45,10 +54,18 @@ class Settings:
 
 
 def cfg_on(card: Card, s: Settings) -> bool:
-    """Whether each step needs a negative-prompt forward: embedded-guidance models only with true guidance."""
+    """Whether each step needs a negative-prompt forward: embedded-guidance models only with true guidance; models
+    with sound (LTX-2) also when only the sound is guided."""
     if card.data.get("guidance") == "embedded":
         return (s.true_guidance or 1.0) > 1.0
-    return max(s.guidance or 1.0, s.guidance_2 or 0.0) > 1.0
+    audio = s.audio_guidance if s.audio_guidance is not None else card.data.get("audio_guidance", 0.0)
+    return max(s.guidance or 1.0, s.guidance_2 or 0.0, audio or 0.0) > 1.0
+
+
+def guidance_batch(card: Card, s: Settings) -> int:
+    """The batch of one forward: the prompt and the negative as one batch of two with --batch-cfg, or always where
+    the family batches them itself (card guidance "cfg-batched": LTX-2)."""
+    return 2 if cfg_on(card, s) and (s.batch_cfg or card.data.get("guidance") == "cfg-batched") else 1
 
 
 def _one_block(comp: Component) -> dict[str, Any]:
@@ -88,8 +105,14 @@ def weight_bytes(comp: Component, stats: WeightStats, s: Settings) -> dict[str, 
 
 def trace_text_encoder(comp: Component, tokens: int, s: Settings) -> int:
     dtype = comp.dtype(s.dtype)
+    if "text_config" in comp.config:  # a multimodal model as the text encoder: its language model and head run
+        text = comp.config["text_config"]
+        comp = Component(comp.name, "transformers", "AutoModelForCausalLM", text,
+                         [k for k in ("num_hidden_layers",) if k in text], comp.runs_in)
 
     def work(module: torch.nn.Module) -> int:
+        if comp.cls in CONDITIONERS:
+            return peak_bytes(lambda: module(**CONDITIONERS[comp.cls](comp.config, tokens, dtype)))
         if "Vision" in comp.cls:
             size = int(comp.config.get("image_size", 224))
             return peak_bytes(lambda: module(pixel_values=torch.randn(1, 3, size, size, dtype=dtype)))
@@ -110,9 +133,9 @@ def trace_denoise(card: Card, comp: Component, s: Settings) -> int:
     c, f, h, w = latent_shape(card, s)
     tokens = max(card.data["text_tokens"].values(), default=512)
     guided = cfg_on(card, s)
-    batch = 2 if guided and s.batch_cfg else 1
-    forwards = 2 if guided and not s.batch_cfg else 1
-    shapes = Shapes(batch, c, f, h, w, tokens, s.fps)
+    batch = guidance_batch(card, s)
+    forwards = 2 if guided and batch == 1 else 1
+    shapes = Shapes(batch, c, f, h, w, tokens, s.fps, sound_frames(card, s))
 
     def work(module: torch.nn.Module) -> int:
         def step() -> torch.Tensor:
@@ -188,6 +211,21 @@ def trace_decode(card: Card, comp: Component, s: Settings, tiled: bool) -> int:
     return traced(comp, dtype, {}, work)
 
 
+def sound_frames(card: Card, s: Settings) -> int:
+    """The sound's latent frames for this render (0 for a silent model)."""
+    if "audio_vae" not in card.components:
+        return 0
+    return audio_frames(card.components["audio_vae"]["config"], s.frames, s.fps)
+
+
+def trace_sound(card: Card, comp: Component, s: Settings) -> int:
+    """Peak of one sound decoder (the audio VAE, then the vocoder) for the render's duration."""
+    dtype = comp.dtype(s.dtype)
+    call = sound_call(comp.cls, comp.config, sound_frames(card, s), dtype)
+    assert call is not None
+    return traced(comp, dtype, {}, lambda module: peak_bytes(lambda: call(module)))
+
+
 def _overlap(length: int, stride: int, tile: int) -> float:
     """Total extent of the tiles a tiled decode cuts along one side, over the side's length."""
     return sum(min(tile, length - i) for i in range(0, length, stride)) / length if tile else 1.0
@@ -197,10 +235,13 @@ def plan(card: Card, s: Settings) -> dict[str, Any]:
     names = list(card.components)
     comps = {n: card.component(n) for n in names}
     weights = {n: weight_bytes(comps[n], card.stats(n), s) for n in names}
-    encoders = [n for n in names if n.startswith(("text_encoder", "image_encoder"))]
+    encoders = [n for n in names if n.startswith(("text_encoder", "image_encoder")) or comps[n].cls in CONDITIONERS]
     experts = [n for n in names if n.startswith("transformer")]
+    sounds = [n for n in names if sound_call(comps[n].cls, comps[n].config, 1, s.dtype) is not None]
+    tokens = max(card.data["text_tokens"].values(), default=77)  # a conditioner reads the text encoder's tokens
 
-    te_act = {n: trace_text_encoder(comps[n], card.data["text_tokens"].get(n, 77), s) for n in encoders}
+    te_act = {n: trace_text_encoder(comps[n], card.data["text_tokens"].get(n, tokens), s) for n in encoders}
+    sound_act = {n: trace_sound(card, comps[n], s) for n in sounds}
     dn_act = trace_denoise(card, comps[experts[0]], s)  # the experts of a two-expert model share one config
     dec_act = {t: trace_decode(card, comps["vae"], s, t) for t in (False, True)}
     if dec_act[True] < 0:
@@ -212,14 +253,17 @@ def plan(card: Card, s: Settings) -> dict[str, Any]:
         """GPU bytes of each stage in `mode`: every weight resident (none), or only that stage's component on the
         GPU, all of its weights (model), its resident block set (group: block groups for the transformer, leaf
         groups elsewhere) or one layer's (sequential)."""
+        sound = {"sound": all_weights + max(sound_act.values())} if sounds else {}
         if mode == "none":
             return {"text_encoder": all_weights + max(te_act.values(), default=0),
-                    "denoise": all_weights + dn_act, "decode": all_weights + dec_act[tiled]}
+                    "denoise": all_weights + dn_act, "decode": all_weights + dec_act[tiled], **sound}
         kind = {"model": "all", "group": "blocks", "sequential": "leaf"}[mode]
         other = "leaf" if mode == "group" else kind
+        if sounds:
+            sound = {"sound": max(weights[n][other] + sound_act[n] for n in sounds)}
         return {"text_encoder": max((weights[n][other] + te_act[n] for n in encoders), default=0),
                 "denoise": max(weights[n][kind] for n in experts) + dn_act,
-                "decode": weights["vae"][other] + dec_act[tiled]}
+                "decode": weights["vae"][other] + dec_act[tiled], **sound}
 
     offload: dict[str, Any] = {}
     for mode in OFFLOAD_MODES:
@@ -239,13 +283,17 @@ def plan(card: Card, s: Settings) -> dict[str, Any]:
         "denoise": {"weights_gib": _gib(max(weights[n]["all"] for n in experts)),
                     "peak_gib": _gib(max(weights[n]["all"] for n in experts) + dn_act),
                     "activations_gib": _gib(dn_act), "experts": len(experts),
-                    "guidance_batch": 2 if cfg_on(card, s) and s.batch_cfg else 1,
-                    "forwards_per_step": 2 if cfg_on(card, s) and not s.batch_cfg else 1},
+                    "guidance_batch": guidance_batch(card, s),
+                    "forwards_per_step": 2 if cfg_on(card, s) and guidance_batch(card, s) == 1 else 1},
         "decode": {"weights_gib": _gib(weights["vae"]["all"]),
                    "peak_gib": _gib(weights["vae"]["all"] + dec_act[s.vae_tiling]), "tiled": s.vae_tiling,
                    "peak_gib_untiled": _gib(weights["vae"]["all"] + dec_act[False]),
                    "peak_gib_tiled": _gib(weights["vae"]["all"] + dec_act[True])},
     }
+    if sounds:
+        stages["sound"] = {"weights_gib": _gib(sum(weights[n]["all"] for n in sounds)),
+                           "peak_gib": _gib(max(weights[n]["all"] + sound_act[n] for n in sounds)),
+                           "activations_gib": {n: _gib(sound_act[n]) for n in sounds}}
     blocks = {n: {k: comps[n].config[k] for k in comps[n].repeat} for n in names if comps[n].repeat}
     return {"model": card.repo or card.name, "card": card.name, "settings": s.to_dict(), "stages": stages,
             "offload": offload,

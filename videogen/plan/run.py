@@ -67,7 +67,8 @@ def settings_of(spec: Any, card: Any, dtype: torch.dtype) -> Any:
     return Settings(frames=spec.frames, height=spec.height, width=spec.width, dtype=dtype,
                     guidance=spec.guidance if spec.guidance is not None else 5.0, guidance_2=spec.guidance_2,
                     true_guidance=spec.true_guidance, batch_cfg=bool(spec.batch_cfg),
-                    vae_tiling=bool(spec.vae_tiling), quantize=spec.quantize, fps=spec.fps or 16)
+                    vae_tiling=bool(spec.vae_tiling), quantize=spec.quantize, fps=spec.fps or 16,
+                    audio_guidance=spec.audio_guidance)
 
 
 def _preset_names() -> set[str]:
