@@ -25,13 +25,13 @@ from .train_common import Checkpoint, atomic_save, cosine_lr, log
 VAE_CONFIG: dict[str, Any] = dict(
     block_out_channels=(24, 48, 96, 96), decoder_block_out_channels=(32, 64, 96, 128),
     layers_per_block=(0, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1), latent_channels=64,
-    spatio_temporal_scaling=(True, True, True, False), decoder_spatio_temporal_scaling=(True, True, True, False),
+    spatio_temporal_scaling=(True, True, False, False), decoder_spatio_temporal_scaling=(True, True, False, False),
     decoder_inject_noise=(False,) * 5, upsample_residual=(False,) * 4, upsample_factor=(1,) * 4,
     timestep_conditioning=False, patch_size=4, patch_size_t=1, encoder_causal=True, decoder_causal=False,
 )
 VAE_STEPS = 1600
 VAE_LR = 3e-4
-FG_WEIGHT = 10.0  # extra weight of the pixels on and around the objects
+FG_WEIGHT = 3.0  # extra weight of the pixels on and around the objects
 TEXT_LEN = 24  # tokens; the model's default max_sequence_length (T5 runs on the padded prompt, as in LTXPipeline)
 TEXT_CONFIG: dict[str, Any] = dict(d_model=96, d_kv=24, d_ff=192, num_layers=3, num_heads=4,
                                    relative_attention_num_buckets=8, relative_attention_max_distance=24)

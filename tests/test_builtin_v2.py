@@ -1,0 +1,151 @@
+"""The second-generation built-in model's recipe: its world and oracle, the LTX-Video folder it exports, parity with
+diffusers' LTX pipelines on that folder (text- and image-to-video), and the command line."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import one_error_line, run_cli
+
+from videogen.engine import Engine
+from videogen.mini import oracle2, train2, world
+from videogen.spec import RenderSpec
+from videogen.video import read_frames
+
+
+def test_oracle_reads_the_worlds_own_clips_right():
+    """Every attribute of 40 random scenes (one or two objects, every action, 17 to 41 frames) read right."""
+    rng = np.random.default_rng(3)
+    wrong = collections.Counter()
+    for _ in range(40):
+        scene = world.random_scene(rng, world.all_triples())
+        video, _ = world.render(scene, int(rng.choice([17, 25, 33, 41])), rng)
+        wrong.update(k for k, ok in oracle2.score(scene, oracle2.read(video)).items() if not ok)
+    assert not wrong, wrong
+
+
+def test_oracle_tells_a_wrong_clip_from_a_right_one():
+    """The same scene with one attribute changed is scored wrong on that attribute and right on the others."""
+    rng = np.random.default_rng(4)
+    asked = world.Scene((world.Thing("red", "circle", "left", "small", "quickly"),
+                         world.Thing("blue", "square", "growing")), "black")
+    for changed, attribute in [
+        (world.Scene((world.Thing("red", "triangle", "left", "small", "quickly"), asked.things[1]), "black"), "shape"),
+        (world.Scene((world.Thing("red", "circle", "right", "small", "quickly"), asked.things[1]), "black"), "action"),
+        (world.Scene((world.Thing("red", "circle", "left", "big", "quickly"), asked.things[1]), "black"), "size"),
+        (world.Scene((world.Thing("red", "circle", "left", "small", "slowly"), asked.things[1]), "black"), "speed"),
+        (world.Scene((asked.things[0], world.Thing("blue", "square", "shrinking")), "black"), "action"),
+        (world.Scene((asked.things[0],), "black"), "count"),
+        (world.Scene(asked.things, "gray"), "background"),
+    ]:
+        video, _ = world.render(changed, 33, rng)
+        scores = oracle2.score(asked, oracle2.read(video))
+        assert not scores[attribute], (changed.caption(), scores)
+        if attribute != "count":  # a missing object is wrong in every way
+            assert sum(not ok for ok in scores.values()) <= 2, (changed.caption(), scores)
+
+
+def test_held_out_triples_never_reach_training_scenes():
+    train, held = world.split_triples()
+    assert len(held) == world.HELDOUT_COUNT and not set(train) & set(held)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        assert all(t.triple in set(train) for t in world.random_scene(rng, train).things)
+        assert any(t.triple in set(held) for t in world.random_scene(rng, train, must=held).things)
+
+
+def test_captions_follow_the_grammar():
+    scene = world.Scene((world.Thing("orange", "circle", "up", "big", "slowly"),
+                         world.Thing("red", "square", "shrinking")), "white")
+    assert scene.caption() == "a big orange circle moving up slowly and a red square shrinking on a white background"
+    assert world.Scene((world.Thing("orange", "triangle", "left"),), "gray").caption() == \
+        "an orange triangle moving left on a gray background"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """The recipe's own export (videogen.mini.train2.export) of freshly initialised parts: the folder layout the
+    trained model ships in, loaded below through the engine's LTX-Video adapter and diffusers' pipelines."""
+    work = tmp_path_factory.mktemp("mini2")
+    torch.manual_seed(0)
+    vae = train2.new_vae()
+    torch.save(vae.state_dict(), work / "vae.pt")
+    torch.save((torch.zeros(1, 64, 1, 1, 1), torch.full((1, 64, 1, 1, 1), 0.5)), work / "latent_stats.pt")
+    te, tr = train2.new_text_encoder(len(train2.build_tokenizer())), train2.new_transformer()
+    torch.save({"ema": {"te": te.state_dict(), "tr": tr.state_dict()}, "step": 0}, work / "transformer.pt")
+    train2.export(work, work / "model")
+    return work / "model"
+
+
+def test_exported_folder_is_a_small_safetensors_ltx_video_model(folder):
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "LTXPipeline"
+    assert index["vae"] == ["diffusers", "AutoencoderKLLTXVideo"]
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert {p.parent.name for p in files if p.suffix == ".safetensors"} == {"transformer", "vae", "text_encoder"}
+    assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+    assert sum(p.stat().st_size for p in files) <= 50 * 2**20
+    vae = json.loads((folder / "vae" / "config.json").read_text())
+    assert vae["patch_size"] * 2 ** sum(vae["spatio_temporal_scaling"]) >= 16  # 16x or more in space
+    assert 2 ** sum(vae["spatio_temporal_scaling"]) >= 4  # and 4x or more in time
+
+
+@pytest.fixture(scope="module")
+def engine(folder) -> Engine:
+    return Engine.load(RenderSpec(prompt="x", model=str(folder)))
+
+
+def reference(folder, prompt: str, image, seed: int, steps: int, guidance: float, frames: int) -> torch.Tensor:
+    from diffusers import LTXImageToVideoPipeline, LTXPipeline
+
+    cls = LTXImageToVideoPipeline if image is not None else LTXPipeline
+    pipe = cls.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    defaults = json.loads((folder / "videogen_defaults.json").read_text())
+    kwargs = {"image": image} if image is not None else {}
+    out = pipe(prompt=prompt, negative_prompt="", num_frames=frames, height=128, width=128,
+               num_inference_steps=steps, guidance_scale=guidance, frame_rate=defaults["fps"],
+               max_sequence_length=defaults["max_sequence_length"], generator=torch.Generator().manual_seed(seed),
+               output_type="pt", **kwargs).frames[0]
+    return out.permute(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("task", ["t2v", "i2v"])
+def test_engine_matches_diffusers_ltx_pipelines(engine, folder, task, tmp_path):
+    from PIL import Image
+
+    from videogen.cli.options import merge
+
+    prompt = "a small red circle moving left quickly and a blue square growing on a black background"
+    image = None
+    settings = {"model": str(folder), "seed": 5, "steps": 3, "guidance": 3.0, "frames": 17}
+    if task == "i2v":
+        scene = world.Scene((world.Thing("green", "triangle", "up"),), "gray")
+        video, _ = world.render(scene, 17, np.random.default_rng(0))
+        image = tmp_path / "first.png"
+        Image.fromarray(video[0]).save(image)
+        settings["image"] = str(image)
+    ours = engine.render(merge(prompt, settings, None)).frames_float
+    theirs = reference(folder, prompt, Image.open(image).convert("RGB") if image else None, 5, 3, 3.0, 17)
+    assert ours.shape == theirs.shape == (17, 128, 128, 3)
+    assert theirs.std() > 0.02, "the reference clip is flat: the comparison would prove nothing"
+    assert (ours - theirs).abs().max() <= 1 / 255
+
+
+def test_command_line_renders_the_folder_at_its_defaults_and_refuses_unknown_builtins(folder, tmp_path):
+    out = tmp_path / "v2.mp4"
+    r = run_cli("generate", "a big yellow square moving right on a gray background", "-m", folder, "--seed", "1",
+                "--steps", "2", "-o", out)
+    assert r.code == 0, r.err
+    frames, fps = read_frames(out)
+    assert frames.shape == (33, 128, 128, 3) and fps == 8
+    record = json.loads((tmp_path / "v2.mp4.json").read_text())
+    assert record["family"] == "ltx" and record["spec"]["max_sequence_length"] == train2.TEXT_LEN
+    bad = run_cli("generate", "a red circle", "-m", "builtin:mini-v9", "-o", tmp_path / "no.mp4")
+    assert "builtin:mini-v9" in one_error_line(bad) and "builtin:mini-v1" in bad.err
+    assert not (tmp_path / "no.mp4").exists()
