@@ -111,6 +111,20 @@ def test_cli_writes_an_mp4(tiny_ltx, image64, tmp_path):
     assert record["family"] == "ltx" and record["scheduler"]["class"] == "FlowMatchEulerDiscreteScheduler"
 
 
+def test_rerun_from_another_folder_finds_a_relative_image(tiny_ltx, image64, tmp_path):
+    """`--image first.png` typed in one folder; `--from` run in another still finds that picture."""
+    from videogen.video import read_frames
+
+    shutil.copy(image64, tmp_path / "first.png")
+    r = run_cli("generate", PROMPT, "-m", str(tiny_ltx), "--image", "first.png", "--frames", "9", "--height", "32",
+                "--width", "32", "--steps", "2", "--seed", "3", "-o", "one.mp4", cwd=tmp_path)
+    assert r.code == 0, r.err
+    (tmp_path / "elsewhere").mkdir()
+    again = run_cli("generate", "--from", "../one.mp4.json", "-o", "two.mp4", cwd=tmp_path / "elsewhere")
+    assert again.code == 0, again.err
+    assert np.array_equal(read_frames(tmp_path / "one.mp4")[0], read_frames(tmp_path / "elsewhere" / "two.mp4")[0])
+
+
 @pytest.mark.parametrize(("changes", "expected"), [
     ({"frames": 10}, "--frames 10 is not 4k+1: use 9 or 13"),
     ({"height": 48}, "--height 48 is not a multiple of 32: use 32 or 64"),

@@ -41,6 +41,20 @@ class Result:
     audio: tuple[Any, int] | None = None  # models with sound: waveform [channels, samples] and its sample rate
 
 
+def absolute_inputs(spec: RenderSpec) -> RenderSpec:
+    """The input files (image, video, mask, reference images) as absolute paths, so that the run record finds them
+    again from any folder (`--from`)."""
+    from videogen.spec import INPUT_FILES
+
+    def absolute(value: str) -> str:
+        return str(Path(value).expanduser().absolute())
+
+    changes: dict[str, Any] = {k: absolute(getattr(spec, k)) for k in INPUT_FILES if getattr(spec, k)}
+    if spec.reference_images:
+        changes["reference_images"] = tuple(absolute(v) for v in spec.reference_images)
+    return spec.replace(**changes) if changes else spec
+
+
 def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun | None = None,
             allow_different_model: bool = False) -> tuple[RenderSpec, ModelInfo, Path]:
     """Everything that can be checked before loading: the model, the settings it takes, the output path."""
@@ -55,7 +69,7 @@ def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun
         info = inspect_model(spec.model, spec.revision, spec.variant)
     except UserError as e:
         raise UserError(str(e) if model_from.startswith("--") else f"{model_from}: {e}") from None
-    spec = resolve_spec(spec, info)  # sizes, frames and images checked before any weight is read
+    spec = resolve_spec(absolute_inputs(spec), info)  # sizes, frames and images checked before any weight is read
     from videogen.engine import resolve_device, resolve_dtype
 
     try:

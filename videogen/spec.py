@@ -20,6 +20,7 @@ Quantize = Literal["none", "fp8"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 BUILTIN_MODEL = "builtin:mini"
+INPUT_FILES = ("image", "last_image", "video", "mask")  # render fields naming one input file each
 RENDER, ENGINE, OUTPUT = "render", "engine", "output"
 
 

@@ -17,6 +17,7 @@ import typer
 
 from videogen.cli import options as o
 from videogen.errors import RenderError, UserError
+from videogen.spec import INPUT_FILES
 
 
 class OutputFormat(StrEnum):
@@ -37,7 +38,6 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan (and wha
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace files in the folder that are not this plan's renders (this plan's intact renders are always kept).", rich_help_panel=B)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 
-INPUT_FILES = ("image", "last_image", "video", "mask")  # render fields naming one file each
 
 # Options of `generate` that are not render fields (or that a batch has its own version of).
 NOT_RENDER = {"prompt", "preset", "output", "from_", "allow_different_model", "overwrite", "as_json", "quiet",
@@ -86,7 +86,7 @@ def run(file: Path, preset: str | None, seeds: str | None, seeds_per_prompt: int
     bases: dict[str | None, Any] = {}
 
     def beside(value: str) -> str:  # a relative path in the prompt file is relative to the file
-        return value if Path(value).expanduser().is_absolute() else str(file.parent / value)
+        return value if Path(value).expanduser().is_absolute() else str((file.parent / value).absolute())
 
     def make_spec(prompt: str, fields: dict[str, Any]) -> Any:
         for key in INPUT_FILES:
