@@ -25,6 +25,16 @@ def _add_halved_variant(folder: Path, variant: str, keep_plain: bool) -> None:
             path.unlink()
 
 
+def _render_api(tmp_path: Path, name: str, **settings: str) -> tuple[np.ndarray, dict]:
+    """The same render through the Python API, in this process (no second start-up of torch and diffusers)."""
+    import videogen
+
+    flags = dict(zip(TINY[::2], TINY[1::2], strict=True))
+    result = videogen.generate("a red cat runs", tmp_path / f"{name}.mp4", seed=5, **settings,
+                               **{k.removeprefix("--").replace("-", "_"): int(v) for k, v in flags.items()})
+    return read_frames(result.output)[0], json.loads(Path(f"{result.output}.json").read_text())
+
+
 def _render(tmp_path: Path, name: str, *args: str) -> tuple[np.ndarray, dict, str]:
     out = tmp_path / f"{name}.mp4"
     r = run_cli("generate", "a red cat runs", *TINY, "--seed", "5", "-o", out, *args, cwd=tmp_path)
@@ -39,9 +49,9 @@ def test_variants_are_chosen_loaded_and_recorded(tiny_wan, tmp_path):
     shutil.copytree(tiny_wan, only)
     _add_halved_variant(only, "fp16", keep_plain=False)
 
-    plain, rec_plain, _ = _render(tmp_path, "plain", "-m", str(mixed))
-    fp16, rec_fp16, _ = _render(tmp_path, "fp16", "-m", str(mixed), "--variant", "fp16")
-    auto, rec_auto, err = _render(tmp_path, "auto", "-m", str(only))
+    plain, rec_plain = _render_api(tmp_path, "plain", model=str(mixed))
+    fp16, rec_fp16 = _render_api(tmp_path, "fp16", model=str(mixed), variant="fp16")
+    auto, rec_auto, err = _render(tmp_path, "auto", "-m", str(only))  # the command, with its note on stderr
     assert rec_plain["model"]["variant"] is None
     assert rec_fp16["model"]["variant"] == rec_auto["model"]["variant"] == "fp16"
     assert rec_fp16["spec"]["variant"] == "fp16" and rec_plain["spec"]["variant"] is None  # what --from re-reads

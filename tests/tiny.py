@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -111,6 +112,9 @@ def without_weights(folder: Path, into: Path, **transformer_config) -> Path:
     return into
 
 
+_LOADS: dict[tuple[str, tuple[str, ...]], Any] = {}  # (folder, geometry) -> the run without the refused flags
+
+
 def assert_refused_before_loading(folder: Path, tmp_path: Path, geometry: list[str], flags: list[str],
                                   expected: str) -> None:
     """`videogen generate` on a weightless copy of `folder` with `flags` exits 2 with `expected` on stderr and
@@ -124,5 +128,8 @@ def assert_refused_before_loading(folder: Path, tmp_path: Path, geometry: list[s
     assert refused.code == 2, refused.err
     assert expected in refused.err and "Traceback" not in refused.err, refused.err
     assert not out.exists()
-    loads = run_cli(*args)
+    key = (str(folder), tuple(geometry))
+    if key not in _LOADS:  # the same control for every refusal of a folder: one start-up of torch, not one each
+        _LOADS[key] = run_cli(*args)
+    loads = _LOADS[key]
     assert loads.code != 0 and expected not in loads.err

@@ -30,7 +30,7 @@ VAE_CONFIG: dict[str, Any] = dict(
     timestep_conditioning=False, patch_size=4, patch_size_t=1, encoder_causal=True, decoder_causal=False,
 )
 VAE_STEPS = 1600
-VAE_LR = 3e-4
+VAE_LR = 1e-4
 FG_WEIGHT = 3.0  # extra weight of the pixels on and around the objects
 TEXT_LEN = 24  # tokens; the model's default max_sequence_length (T5 runs on the padded prompt, as in LTXPipeline)
 TEXT_CONFIG: dict[str, Any] = dict(d_model=96, d_kv=24, d_ff=192, num_layers=3, num_heads=4,
@@ -103,7 +103,7 @@ def train_vae(work: Path, steps: int = VAE_STEPS) -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     vae = new_vae()
-    opt = torch.optim.AdamW(vae.parameters(), lr=VAE_LR, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=VAE_LR, betas=(0.9, 0.99), weight_decay=0.0)
     ck = Checkpoint(work / "vae_ckpt.pt", {"vae": vae}, opt, {"rng": rng}, 300)
     step = 0
     if (state := ck.resume()) is not None:
