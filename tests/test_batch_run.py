@@ -378,6 +378,7 @@ def test_dry_run_plans_without_rendering_and_a_second_batch_is_refused(tiny_wan,
         lock.release()
     assert busy.code == 2 and "another videogen batch is writing" in busy.err and busy.err.count("\n") == 1
     assert run_inprocess(capsys, *args).code == 0
+    assert not list((tmp_path / "out").glob(".videogen-batch*")), "the finished batch left its lock file behind"
     assert run_inprocess(capsys, *args, "--dry-run").out.count("done") == 4
 
 

@@ -98,17 +98,27 @@ class FolderLock:
             import fcntl
         except ImportError:  # no flock (Windows): run unguarded
             return
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            raise UserError(f"another videogen batch is writing to {self.path.parent} (rank {rank_of(self.path)}); "
-                            "wait for it or use another --output-dir") from None
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UserError(f"another videogen batch is writing to {self.path.parent} (rank "
+                                f"{rank_of(self.path)}); wait for it or use another --output-dir") from None
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    self.fd = fd
+                    return
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # the holder removed this file as it finished: lock the one there now
 
     def release(self) -> None:
+        """Remove the lock file (the folder keeps only the user's and the batch's own files), then unlock."""
         if self.fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
             os.close(self.fd)  # closing drops the flock; the kernel also drops it when a process is killed
             self.fd = None
 
