@@ -98,7 +98,7 @@ def _network_error(e: BaseException) -> bool:
     return isinstance(e, httpx2.TransportError | LocalEntryNotFoundError | OfflineModeIsEnabled | ConnectionError)
 
 
-def _hub_errors(repo_id: str, revision: str | None, e: Exception) -> Exception:
+def hub_errors(repo_id: str, revision: str | None, e: Exception) -> Exception:
     """A Hub failure as the error the user sees: bad id or revision exit 2, the network exit 1."""
     from huggingface_hub import constants
     from huggingface_hub.errors import (
@@ -123,7 +123,7 @@ def _hub_errors(repo_id: str, revision: str | None, e: Exception) -> Exception:
     return e
 
 
-def _quiet_library() -> None:
+def quiet_library() -> None:
     # The library's own retry warnings and bars would interleave with our one line per problem.
     from huggingface_hub.utils import logging as hub_logging
 
@@ -135,7 +135,7 @@ def plan_download(repo_id: str, revision: str | None, variant: str | None) -> tu
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.hf_api import RepoFile
 
-    _quiet_library()
+    quiet_library()
     api = HfApi()
     try:
         commit = api.repo_info(repo_id, revision=revision).sha
@@ -146,8 +146,8 @@ def plan_download(repo_id: str, revision: str | None, variant: str | None) -> tu
         index_path = hf_hub_download(repo_id, "model_index.json", revision=commit)
     except UserError:
         raise
-    except Exception as e:  # noqa: BLE001 - sorted into the user's error by _hub_errors
-        raise _hub_errors(repo_id, revision, e) from None
+    except Exception as e:  # noqa: BLE001 - sorted into the user's error by hub_errors
+        raise hub_errors(repo_id, revision, e) from None
     try:
         index = json.loads(Path(index_path).read_text(encoding="utf-8"))
     except ValueError as e:
@@ -193,20 +193,20 @@ def download(repo_id: str, revision: str | None = None, variant: str | None = No
     if need > free:
         raise UserError(f"not enough disk space for {repo_id}: {human(need)} to fetch, {human(free)} free in "
                         f"{cache_dir()} (set HF_HOME to a larger disk)")
-    with _ByteProgress(need, progress) as bar:
+    with ByteProgress(need, progress) as bar:
         for f in todo:
             try:
                 hf_hub_download(repo_id, f.path, revision=commit, tqdm_class=bar.tqdm_class())
             except Exception as e:  # noqa: BLE001
-                err = _hub_errors(repo_id, revision, e)
+                err = hub_errors(repo_id, revision, e)
                 if isinstance(err, RenderError):
                     err = RenderError(f"{err} (while fetching {f.path}; run the same command again to resume)")
                 raise err from None
-    _write_ref(repo_id, revision or "main", commit)
+    write_ref(repo_id, revision or "main", commit)
     return snap, commit, sel
 
 
-def _write_ref(repo_id: str, revision: str, commit: str) -> None:
+def write_ref(repo_id: str, revision: str, commit: str) -> None:
     """refs/<branch or tag> names the commit, as huggingface_hub writes it (we fetch by commit, so it does not);
     written last, so that a ref only ever points at a complete snapshot."""
     if COMMIT.match(revision):
@@ -218,7 +218,7 @@ def _write_ref(repo_id: str, revision: str, commit: str) -> None:
     tmp.replace(ref)
 
 
-class _ByteProgress:
+class ByteProgress:
     """One progress bar over all bytes to fetch, fed by huggingface_hub's per-file tqdm updates."""
 
     def __init__(self, total: int, enabled: bool) -> None:
@@ -238,7 +238,7 @@ class _ByteProgress:
                                  TimeRemainingColumn(), console=stderr, disable=not self.enabled)
         self.task = self.progress.add_task("download", total=total)
 
-    def __enter__(self) -> _ByteProgress:
+    def __enter__(self) -> ByteProgress:
         self.progress.__enter__()
         return self
 

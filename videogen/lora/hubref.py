@@ -69,14 +69,14 @@ def remote_files(repo_id: str) -> tuple[str, dict[str, int]]:
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
 
-    hub._quiet_library()
+    hub.quiet_library()
     api = HfApi()
     try:
         commit = api.repo_info(repo_id).sha
         assert commit is not None
         tree = [f for f in api.list_repo_tree(repo_id, recursive=True, revision=commit) if isinstance(f, RepoFile)]
-    except Exception as e:  # noqa: BLE001 - sorted into the user's error by _hub_errors
-        raise hub._hub_errors(repo_id, None, e) from None
+    except Exception as e:  # noqa: BLE001 - sorted into the user's error by hub_errors
+        raise hub.hub_errors(repo_id, None, e) from None
     return commit, {f.path: (f.lfs.size if f.lfs is not None else f.size) for f in tree if f.path.endswith(SUFFIX)}
 
 
@@ -96,15 +96,15 @@ def download(repo_id: str, file: str | None, where: str = "videogen download", p
         if sizes[name] > free:
             raise UserError(f"not enough disk space for {repo_id}/{name}: {hub.human(sizes[name])} to fetch, "
                             f"{hub.human(free)} free in {hub.cache_dir()} (set HF_HOME to a larger disk)")
-        with hub._ByteProgress(sizes[name], progress) as bar:
+        with hub.ByteProgress(sizes[name], progress) as bar:
             try:
                 hf_hub_download(repo_id, name, revision=commit, tqdm_class=bar.tqdm_class())
             except Exception as e:  # noqa: BLE001
-                err = hub._hub_errors(repo_id, None, e)
+                err = hub.hub_errors(repo_id, None, e)
                 if isinstance(err, RenderError):
                     err = RenderError(f"{err} (while fetching {name}; run the same command again to resume)")
                 raise err from None
-    hub._write_ref(repo_id, "main", commit)  # last: refs/main only ever names a snapshot holding the file
+    hub.write_ref(repo_id, "main", commit)  # last: refs/main only ever names a snapshot holding the file
     return HubLora(repo_id, name, commit, path)
 
 
