@@ -137,15 +137,14 @@ def test_engine_matches_diffusers_ltx_pipelines(engine, folder, task, tmp_path):
     assert (ours - theirs).abs().max() <= 1 / 255
 
 
-def test_command_line_renders_the_folder_at_its_defaults_and_refuses_unknown_builtins(folder, tmp_path):
-    out = tmp_path / "v2.mp4"
-    r = run_cli("generate", "a big yellow square moving right on a gray background", "-m", folder, "--seed", "1",
-                "--steps", "2", "-o", out)
-    assert r.code == 0, r.err
-    frames, fps = read_frames(out)
-    assert frames.shape == (33, 128, 128, 3) and fps == 8
-    record = json.loads((tmp_path / "v2.mp4.json").read_text())
-    assert record["family"] == "ltx" and record["spec"]["max_sequence_length"] == train2.TEXT_LEN
+def test_the_folders_defaults_apply_and_unknown_builtins_are_refused(folder, tmp_path):
+    import videogen
+
+    result = videogen.generate("a big yellow square moving right on a gray background", tmp_path / "v2.mp4",
+                               model=str(folder), seed=1, steps=2)
+    frames, fps = read_frames(result.output)
+    assert frames.shape == (33, 128, 128, 3) and fps == 8  # videogen_defaults.json of the export
+    assert result.record["family"] == "ltx" and result.record["spec"]["max_sequence_length"] == train2.TEXT_LEN
     bad = run_cli("generate", "a red circle", "-m", "builtin:mini-v9", "-o", tmp_path / "no.mp4")
     assert "builtin:mini-v9" in one_error_line(bad) and "builtin:mini-v1" in bad.err
     assert not (tmp_path / "no.mp4").exists()

@@ -197,8 +197,9 @@ def test_long_output_name_works_or_is_refused_before_rendering(tmp_path):
     too_long = "y" * 248 + ".mp4"  # fits, but its record's name (257 bytes) would not
     line = one_error_line(run_cli("generate", PROMPT, "-o", tmp_path / too_long, *FAST, env=env))
     assert "too long" in line
-    r = run_cli("generate", PROMPT, "-o", tmp_path / "short.mp4", *FAST, env=env, timeout=300)
-    assert r.code == 0, r.err
+    import videogen  # the writer is the same for the Python API: no second start-up of torch here
+
+    videogen.generate(PROMPT, tmp_path / "short.mp4", steps=1)
     assert hidden(tmp_path) == []  # the dead process's partial file is gone too
 
 
