@@ -19,13 +19,14 @@ SPECIALS = ["<pad>", "</s>", "[UNK]"]
 
 
 # ----------------------------------------------------------------------------- text
-def build_tokenizer(max_len: int = TEXT_LEN):
+def build_tokenizer(max_len: int = TEXT_LEN, words: list[str] | None = None):
+    """A word-level tokenizer over `words` (default: the first world's vocabulary), lower-cased, ending in </s>."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import WordLevel
     from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(SPECIALS + data.vocabulary())}
+    vocab = {w: i for i, w in enumerate(SPECIALS + (words or data.vocabulary()))}
     tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -40,7 +40,6 @@ TRANSFORMER_CONFIG: dict[str, Any] = dict(in_channels=64, out_channels=64, patch
                                           num_layers=8, caption_channels=96)
 LENGTHS = {17: 0.2, 25: 0.2, 33: 0.4, 41: 0.2}  # clip frames in training, and how often
 SHIFT = 3.0  # the sampler's flow shift
-SPECIALS = ["<pad>", "</s>", "[UNK]"]
 POOL = 1200  # pre-encoded clips, renewed while training
 BATCH = 24
 LR = 1e-3
@@ -142,18 +141,9 @@ def train_vae(work: Path, steps: int = VAE_STEPS) -> None:
 
 
 def build_tokenizer():
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers
-    from tokenizers.models import WordLevel
-    from tokenizers.processors import TemplateProcessing
-    from transformers import PreTrainedTokenizerFast
+    from .modeling import build_tokenizer as word_level
 
-    vocab = {w: i for i, w in enumerate(SPECIALS + W.vocabulary())}
-    tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="<pad>", eos_token="</s>",
-                                   model_max_length=TEXT_LEN, padding_side="right")
+    return word_level(TEXT_LEN, W.vocabulary())
 
 
 def new_text_encoder(vocab_size: int):
