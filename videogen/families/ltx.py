@@ -48,6 +48,22 @@ def unpack(x: torch.Tensor, frames: int, height: int, width: int, p: int, pt: in
     return x.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, -1, frames * pt, height * p, width * p)
 
 
+def with_first_frame(image_latents: torch.Tensor, noise: torch.Tensor, p: int, pt: int) -> tuple[torch.Tensor,
+                                                                                               torch.Tensor]:
+    """Image-to-video: the noise [B,C,F,H,W] with its first latent frame replaced by the image's latents, and the
+    packed mask, 1 on that frame's tokens (which stay clean, at timestep 0)."""
+    mask = torch.zeros_like(noise[:, :1])
+    mask[:, :, 0] = 1.0
+    latents = image_latents.repeat(1, 1, noise.shape[2], 1, 1) * mask + noise * (1 - mask)
+    return latents, pack(mask, p, pt).squeeze(-1)
+
+
+def normalised(vae: Any, z: torch.Tensor) -> torch.Tensor:
+    """Latents in model space by the VAE's per-channel buffers (the LTX pipelines leave the scaling factor out)."""
+    shape = (1, -1, 1, 1, 1)
+    return (z - vae.latents_mean.view(shape).to(z)) / vae.latents_std.view(shape).to(z)
+
+
 class LTX(Family):
     name = "ltx"
     title = "LTX-Video"
@@ -106,10 +122,7 @@ class LTX(Family):
         if image_latents is None:
             latents = noise
         else:
-            mask = torch.zeros((1, 1, frames, height, width), device=self.device)
-            mask[:, :, 0] = 1.0
-            latents = image_latents.repeat(1, 1, frames, 1, 1) * mask + noise * (1 - mask)
-            first = pack(mask, self.patch, self.patch_t).squeeze(-1)
+            latents, first = with_first_frame(image_latents, noise, self.patch, self.patch_t)
         latents = pack(latents, self.patch, self.patch_t)
         rope_scale = (self.format.temporal / spec.fps, self.format.spatial, self.format.spatial)
 
@@ -134,9 +147,7 @@ class LTX(Family):
         """The first frame, fitted to the render size, as normalised latents [1,C,1,h,w] sampled from `generator`."""
         assert spec.image and spec.height and spec.width
         pixels = to_tensor(load_fitted(spec.image, spec.width, spec.height)).to(self.device, self.vae.dtype)
-        z = self.vae.encode(pixels.unsqueeze(2)).latent_dist.sample(generator).float()
-        shape = (1, -1, 1, 1, 1)  # LTXImageToVideoPipeline leaves the scaling factor out here
-        return (z - self.vae.latents_mean.view(shape).to(z)) / self.vae.latents_std.view(shape).to(z)
+        return normalised(self.vae, self.vae.encode(pixels.unsqueeze(2)).latent_dist.sample(generator).float())
 
     def video_latents(self, latents: torch.Tensor, spec: RenderSpec) -> torch.Tensor:
         return unpack(latents, *self.latent_shape(spec)[2:], self.patch, self.patch_t)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from videogen import images
 from videogen.errors import UserError
 from videogen.families.base import Defaults, Family, Geometry, read_config
-from videogen.families.ltx import pack, resolution_shift, unpack
+from videogen.families.ltx import normalised, pack, resolution_shift, unpack, with_first_frame
 from videogen.lazy import no_grad
 from videogen.sampling import Conditioning, Latents, Plan, StepInfo, forward
 from videogen.schedulers import make_scheduler
@@ -164,10 +164,7 @@ class LTX2(Family):
         video = self.noise(shape, generator)
         first = None  # 1 on the first latent frame's tokens, which the image fixes (image-to-video only)
         if spec.image:
-            mask = torch.zeros((1, 1, frames, height, width), device=self.device)
-            mask[:, :, 0] = 1.0
-            video = self.encode_image(spec).repeat(1, 1, frames, 1, 1) * mask + video * (1 - mask)
-            first = pack(mask, p, pt).squeeze(-1)
+            video, first = with_first_frame(self.encode_image(spec), video, p, pt)
         video = pack(video, p, pt)
         acfg = self.audio_vae.config
         length, bins = self.audio_frames(spec), acfg.mel_bins // self.audio_vae.mel_compression_ratio
@@ -256,9 +253,7 @@ class LTX2(Family):
         assert spec.image and spec.height and spec.width
         still = images.recompress_h264(images.load_image(spec.image), self.image_crf())
         pixels = images.to_tensor(images.fit_image(still, spec.width, spec.height)).to(self.device, self.vae.dtype)
-        z = self.vae.encode(pixels.unsqueeze(2)).latent_dist.mode().float()
-        shape = (1, -1, 1, 1, 1)
-        return (z - self.vae.latents_mean.view(shape).to(z)) / self.vae.latents_std.view(shape).to(z)
+        return normalised(self.vae, self.vae.encode(pixels.unsqueeze(2)).latent_dist.mode().float())
 
     def video_latents(self, latents: Latents, spec: RenderSpec) -> torch.Tensor:
         video = latents[0] if isinstance(latents, tuple) else latents  # x0 estimates come as the video stream
