@@ -1,8 +1,8 @@
-"""Training of the second-generation built-in model (an LTX-Video folder: a causal video VAE compressing 32x in
-space and 8x in time, a small LTX transformer, a small T5 encoder). Stages, each resumable from its checkpoint in
+"""Training of the second-generation built-in model (an LTX-Video folder: a causal video VAE compressing 16x in
+space and 4x in time, a small LTX transformer, a small T5 encoder). Stages, each resumable from its checkpoint in
 the work folder (run the same command again after a stop):
 
-    python -m videogen.mini.train2 vae --work runs/mini2
+    python -m videogen.mini.train2 vae --work runs/mini2          (its phases one after the other)
     python -m videogen.mini.train2 transformer --work runs/mini2
     python -m videogen.mini.train2 export --work runs/mini2 --out videogen/mini/model2
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,24 @@ VAE_CONFIG: dict[str, Any] = dict(
     decoder_inject_noise=(False,) * 5, upsample_residual=(False,) * 4, upsample_factor=(1,) * 4,
     timestep_conditioning=False, patch_size=4, patch_size_t=1, encoder_causal=True, decoder_causal=False,
 )
-VAE_STEPS = 1600
-VAE_LR = 1e-4
-FG_WEIGHT = 3.0  # extra weight of the pixels on and around the objects
+
+
+@dataclass(frozen=True)
+class VaePhase:
+    """One phase of the VAE stage: its steps, peak learning rate and loss weights, and the weights it starts from."""
+
+    name: str  # also the file of its weights in the work folder: <name>.pt
+    steps: int
+    lr: float
+    fg_weight: float  # extra weight of the pixels on and around the objects
+    colour_weight: float  # weight of the error of each object zone's mean colour, frame by frame
+    start: str | None  # the phase whose weights it continues (None: a new VAE)
+
+
+# The first phase learns the background, where the objects are and how they move, but paints every object as the
+# same grey blob: objects are a few percent of the pixels. The second weighs them 21x and adds their mean colour.
+VAE_PHASES = (VaePhase("vae_base", 1600, 1e-4, 3.0, 0.0, None),
+              VaePhase("vae", 4000, 1e-4, 20.0, 1.0, "vae_base"))
 TEXT_LEN = 24  # tokens; the model's default max_sequence_length (T5 runs on the padded prompt, as in LTXPipeline)
 TEXT_CONFIG: dict[str, Any] = dict(d_model=96, d_kv=24, d_ff=192, num_layers=3, num_heads=4,
                                    relative_attention_num_buckets=8, relative_attention_max_distance=24)
@@ -97,21 +113,51 @@ def object_zone(video: np.ndarray, scenes: list[W.Scene], grow: int = 2) -> torc
     return torch.nn.functional.max_pool3d(zone, (1, 2 * grow + 1, 2 * grow + 1), 1, (0, grow, grow))
 
 
-def train_vae(work: Path, steps: int = VAE_STEPS) -> None:
-    """MSE + L1 on fresh clips of 9 or 17 frames; a small KL keeps the latents near a unit Gaussian."""
+def object_zone_loss(rec: torch.Tensor, x: torch.Tensor, zone: torch.Tensor, phase: VaePhase) -> torch.Tensor:
+    """MSE + L1 with the object zone weighted up, plus the error of the zone's mean colour in each frame."""
+    err = rec - x
+    weight = 1 + phase.fg_weight * zone
+    loss = ((err.pow(2) + 0.5 * err.abs()) * weight).sum() / (weight.sum() * 3)
+    if phase.colour_weight:
+        mean_err = (err * zone).sum((3, 4)) / zone.sum((3, 4)).clamp(min=1)
+        loss = loss + phase.colour_weight * mean_err.pow(2).mean()
+    return loss
+
+
+def vae_oracle(vae, n: int = 12, seed: int = 5) -> dict[str, float]:
+    """The oracle's score of the VAE's reconstructions of fresh 33-frame clips: the ceiling of the whole model."""
+    from . import oracle2
+
+    rng, right = np.random.default_rng(seed), {}
+    vae.eval()
+    for _ in range(n):
+        video, scenes = clips(1, W.FRAMES, rng, W.all_triples())
+        with torch.no_grad():
+            rec = to_uint8(vae.decode(vae.encode(to_tensor(video)).latent_dist.mode()).sample)
+        for k, v in oracle2.score(scenes[0], oracle2.read(rec[0])).items():
+            right.setdefault(k, []).append(v)
+    vae.train()
+    return {k: float(np.mean(v)) for k, v in right.items()}
+
+
+def train_vae(work: Path, phase: VaePhase) -> None:
+    """Fresh clips of 9 or 17 frames; a small KL keeps the latents near a unit Gaussian."""
     torch.manual_seed(0)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(VAE_PHASES.index(phase))
     vae = new_vae()
-    opt = torch.optim.AdamW(vae.parameters(), lr=VAE_LR, betas=(0.9, 0.99), weight_decay=0.0)
-    ck = Checkpoint(work / "vae_ckpt.pt", {"vae": vae}, opt, {"rng": rng}, 300)
+    if phase.start is not None:
+        vae.load_state_dict(torch.load(work / f"{phase.start}.pt"))
+    opt = torch.optim.AdamW(vae.parameters(), lr=phase.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ck = Checkpoint(work / f"{phase.name}_ckpt.pt", {"vae": vae}, opt, {"rng": rng}, 300)
     step = 0
     if (state := ck.resume()) is not None:
         step = state[0]
-        log(work, f"vae: resumed at step {step}")
+        log(work, f"{phase.name}: resumed at step {step}")
     train, _ = W.split_triples()
+    warmup = 200 if phase.start is None else 50
     t0, seen = time.time(), []
-    while step < steps:
-        lr = cosine_lr(opt, VAE_LR, step, steps) * min(1.0, (step + 1) / 200)
+    while step < phase.steps:
+        lr = cosine_lr(opt, phase.lr, step, phase.steps) * min(1.0, (step + 1) / warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         n, frames = (4, 9) if step % 2 == 0 else (2, 17)
@@ -119,10 +165,8 @@ def train_vae(work: Path, steps: int = VAE_STEPS) -> None:
         x = to_tensor(video)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
-        err = rec - x
-        weight = 1 + FG_WEIGHT * object_zone(video, scenes)
         kl = 0.5 * (post.mean.pow(2) + post.var - 1 - post.logvar).mean()
-        loss = ((err.pow(2) + 0.5 * err.abs()) * weight).sum() / (weight.sum() * 3) + 1e-5 * kl
+        loss = object_zone_loss(rec, x, object_zone(video, scenes), phase) + 1e-5 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -130,14 +174,16 @@ def train_vae(work: Path, steps: int = VAE_STEPS) -> None:
         step += 1
         seen.append(loss.item())
         if step % 50 == 0:
-            log(work, f"vae {step}/{steps} loss {np.mean(seen):.4f} lr {lr:.2e} {(time.time() - t0) / len(seen):.2f}s/step")
+            log(work, f"{phase.name} {step}/{phase.steps} loss {np.mean(seen):.4f} lr {lr:.2e} "
+                      f"{(time.time() - t0) / len(seen):.2f}s/step")
             seen, t0 = [], time.time()
-        if step % 200 == 0 or step == steps:
-            log(work, f"vae {step}: PSNR {vae_psnr(vae):.2f} dB on 8 fresh 33-frame clips")
-        if ck.due() or step == steps:
+        if step % 200 == 0 or step == phase.steps:
+            read = " ".join(f"{k} {v:.2f}" for k, v in vae_oracle(vae).items())
+            log(work, f"{phase.name} {step}: PSNR {vae_psnr(vae):.2f} dB; oracle on reconstructions: {read}")
+        if ck.due() or step == phase.steps:
             ck.save(step)
-    atomic_save(vae.state_dict(), work / "vae.pt")
-    log(work, "vae: done")
+    atomic_save(vae.state_dict(), work / f"{phase.name}.pt")
+    log(work, f"{phase.name}: done")
 
 
 def build_tokenizer():
@@ -347,8 +393,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}))
-    if args.stage in ("vae", "all") and not (args.work / "vae.pt").exists():
-        train_vae(args.work)
+    if args.stage in ("vae", "all"):
+        for phase in VAE_PHASES:
+            if not (args.work / f"{phase.name}.pt").exists():
+                train_vae(args.work, phase)
     if args.stage in ("transformer", "all") and not (args.work / "transformer.pt").exists():
         train_transformer(args.work, args.steps, args.pool)
     if args.stage in ("export", "all"):
