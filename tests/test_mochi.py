@@ -149,3 +149,22 @@ def test_parity_property(scaled, case: Case):
 def test_refused_before_loading(tiny_mochi, tmp_path, flags, expected):
     """Fields Mochi does not take are refused from its configs alone: the folder here has no weights at all."""
     assert_refused_before_loading(tiny_mochi, tmp_path, ["--frames", "7", "--height", "16", "--width", "16"], flags, expected)
+
+
+def test_diffusers_format_lora_matches_diffusers_loader(tiny_mochi, engine, pipe, tmp_path):
+    """A LoRA in diffusers' PEFT names on every attention and feed-forward layer (the prompt stream's too), at
+    weight 0.7: videogen's merge against MochiPipeline's own `load_lora_weights` + `set_adapters`."""
+    from tiny_lora import model_shapes, random_lora, write_diffusers
+
+    layers = [k.removesuffix(".weight") for k, v in model_shapes(tiny_mochi).items()
+              if len(v) == 2 and k.startswith("transformer_blocks.") and ".norm" not in k]
+    path = write_diffusers(random_lora(tiny_mochi, seed=3, modules=layers), tmp_path / "lora.safetensors")
+    ours = render(engine, guidance=4.0, loras=(f"{path}:0.7",))
+    pipe.load_lora_weights(str(path), adapter_name="a")
+    pipe.set_adapters(["a"], [0.7])
+    try:
+        ref = reference(pipe, 4.0, None)
+    finally:
+        pipe.unload_lora_weights()
+    assert float((ours - render(engine, guidance=4.0)).abs().max()) > 0.01  # the LoRA changes the frames
+    assert float((ours - ref).abs().max()) <= TOL
