@@ -35,9 +35,13 @@ mini-model: install
 	$(BIN)/python -m videogen.mini.evaluate --n 240 --report runs/mini/REPORT.md
 
 # The second-generation built-in model (builtin:mini-v2, an LTX-Video folder: 128x128, 33 frames, two objects,
-# image-to-video): VAE, transformer, export, then the oracle report; each stage resumable (run it again after a stop).
+# image-to-video): the VAE on both cores, then the transformer and the decoder's last phase side by side (one core
+# each), the export, then the oracle report; each stage resumable (run it again after a stop).
 mini-model-v2: install
-	$(BIN)/python -m videogen.mini.train2 all --work runs/mini2 --out videogen/mini/model2
+	$(BIN)/python -m videogen.mini.train2 vae --work runs/mini2 --threads 2
+	$(BIN)/python -m videogen.mini.train2 transformer --work runs/mini2 & pid=$$!; \
+	  $(BIN)/python -m videogen.mini.train2 decoder --work runs/mini2 && wait $$pid
+	$(BIN)/python -m videogen.mini.train2 export --work runs/mini2 --out videogen/mini/model2
 	$(BIN)/python -m videogen.mini.evaluate2 --n 240 --report runs/mini2/REPORT.md
 
 clean:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import one_error_line, run_cli
+from safetensors.torch import load_file
 
 from videogen.engine import Engine
 from videogen.mini import oracle2, train2, world
@@ -75,6 +76,7 @@ def folder(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     vae = train2.new_vae()
     torch.save(vae.state_dict(), work / "vae.pt")
+    torch.save(train2.new_vae().state_dict(), work / f"{train2.DECODER_PHASE.name}.pt")  # other random weights
     torch.save((torch.zeros(1, 64, 1, 1, 1), torch.full((1, 64, 1, 1, 1), 0.5)), work / "latent_stats.pt")
     te, tr = train2.new_text_encoder(len(train2.build_tokenizer())), train2.new_transformer()
     torch.save({"ema": {"te": te.state_dict(), "tr": tr.state_dict()}, "step": 0}, work / "transformer.pt")
@@ -93,6 +95,11 @@ def test_exported_folder_is_a_small_safetensors_ltx_video_model(folder):
     vae = json.loads((folder / "vae" / "config.json").read_text())
     assert vae["patch_size"] * 2 ** sum(vae["spatio_temporal_scaling"]) >= 16  # 16x or more in space
     assert 2 ** sum(vae["spatio_temporal_scaling"]) >= 4  # and 4x or more in time
+    # the encoder the transformer learned the latents of, the decoder of the last (decoder-only) stage
+    shipped = load_file(folder / "vae" / "diffusion_pytorch_model.safetensors")
+    for name, stage in (("encoder.", "vae.pt"), ("decoder.", f"{train2.DECODER_PHASE.name}.pt")):
+        trained = torch.load(folder.parent / stage)
+        assert all(torch.equal(shipped[k], v.half()) for k, v in trained.items() if k.startswith(name))
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@ space and 4x in time, a small LTX transformer, a small T5 encoder). Stages, each
 the work folder (run the same command again after a stop):
 
     python -m videogen.mini.train2 vae --work runs/mini2          (its phases one after the other)
-    python -m videogen.mini.train2 transformer --work runs/mini2
+    python -m videogen.mini.train2 transformer --work runs/mini2   (and at the same time, on another core:)
+    python -m videogen.mini.train2 decoder --work runs/mini2
     python -m videogen.mini.train2 export --work runs/mini2 --out videogen/mini/model2
 """
 
@@ -42,12 +43,17 @@ class VaePhase:
     fg_weight: float  # extra weight of the pixels on and around the objects
     colour_weight: float  # weight of the error of each object zone's mean colour, frame by frame
     start: str | None  # the phase whose weights it continues (None: a new VAE)
+    seed: int  # of its clips
+    encoder: bool = True  # False: only the decoder learns; the encoder, and so the latents, stay as `start` left them
 
 
 # The first phase learns the background, where the objects are and how they move, but paints every object as the
 # same grey blob: objects are a few percent of the pixels. The second weighs them 21x and adds their mean colour.
-VAE_PHASES = (VaePhase("vae_base", 1600, 1e-4, 3.0, 0.0, None),
-              VaePhase("vae", 4000, 1e-4, 20.0, 1.0, "vae_base"))
+VAE_PHASES = (VaePhase("vae_base", 1600, 1e-4, 3.0, 0.0, None, seed=0),
+              VaePhase("vae", 4000, 1e-4, 20.0, 1.0, "vae_base", seed=1))
+# Once the latents are fixed the transformer learns them while the decoder goes on sharpening what it paints from
+# them: the stages `transformer` and `decoder` can run at the same time, one core each.
+DECODER_PHASE = VaePhase("vae_decoder", 3000, 5e-5, 20.0, 1.0, "vae", seed=2, encoder=False)
 TEXT_LEN = 24  # tokens; the model's default max_sequence_length (T5 runs on the padded prompt, as in LTXPipeline)
 TEXT_CONFIG: dict[str, Any] = dict(d_model=96, d_kv=24, d_ff=192, num_layers=3, num_heads=4,
                                    relative_attention_num_buckets=8, relative_attention_max_distance=24)
@@ -143,11 +149,15 @@ def vae_oracle(vae, n: int = 12, seed: int = 5) -> dict[str, float]:
 def train_vae(work: Path, phase: VaePhase) -> None:
     """Fresh clips of 9 or 17 frames; a small KL keeps the latents near a unit Gaussian."""
     torch.manual_seed(0)
-    rng = np.random.default_rng(VAE_PHASES.index(phase))
+    rng = np.random.default_rng(phase.seed)
     vae = new_vae()
     if phase.start is not None:
         vae.load_state_dict(torch.load(work / f"{phase.start}.pt"))
-    opt = torch.optim.AdamW(vae.parameters(), lr=phase.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    params = list(vae.parameters())
+    if not phase.encoder:
+        vae.encoder.requires_grad_(False)
+        params = [q for q in params if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=phase.lr, betas=(0.9, 0.99), weight_decay=0.0)
     ck = Checkpoint(work / f"{phase.name}_ckpt.pt", {"vae": vae}, opt, {"rng": rng}, 300)
     step = 0
     if (state := ck.resume()) is not None:
@@ -163,13 +173,15 @@ def train_vae(work: Path, phase: VaePhase) -> None:
         n, frames = (4, 9) if step % 2 == 0 else (2, 17)
         video, scenes = clips(n, frames, rng, train)
         x = to_tensor(video)
-        post = vae.encode(x).latent_dist
+        with torch.set_grad_enabled(phase.encoder):
+            post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
-        kl = 0.5 * (post.mean.pow(2) + post.var - 1 - post.logvar).mean()
-        loss = object_zone_loss(rec, x, object_zone(video, scenes), phase) + 1e-5 * kl
+        loss = object_zone_loss(rec, x, object_zone(video, scenes), phase)
+        if phase.encoder:
+            loss = loss + 1e-5 * 0.5 * (post.mean.pow(2) + post.var - 1 - post.logvar).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         seen.append(loss.item())
@@ -353,7 +365,10 @@ def export(work: Path, out: Path, weights_dtype: torch.dtype = torch.float16) ->
     from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline
 
     vae = new_vae().eval()
-    vae.load_state_dict(torch.load(work / "vae.pt"))
+    decoder = torch.load(work / f"{DECODER_PHASE.name}.pt")
+    encoder = torch.load(work / "vae.pt")
+    # the encoder the transformer's latents came from; the decoder the last stage sharpened on them
+    vae.load_state_dict({k: encoder[k] if k.startswith("encoder.") else v for k, v in decoder.items()})
     mean, std = torch.load(work / "latent_stats.pt")
     vae.latents_mean.copy_(mean.flatten())
     vae.latents_std.copy_(std.flatten())
@@ -383,7 +398,7 @@ def export(work: Path, out: Path, weights_dtype: torch.dtype = torch.float16) ->
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m videogen.mini.train2")
-    ap.add_argument("stage", choices=["vae", "transformer", "export", "all"])
+    ap.add_argument("stage", choices=["vae", "transformer", "decoder", "export", "all"])
     ap.add_argument("--work", type=Path, default=Path("runs/mini2"))
     ap.add_argument("--out", type=Path, default=Path("videogen/mini/model2"))
     ap.add_argument("--threads", type=int, default=1)
@@ -399,6 +414,8 @@ def main(argv: list[str] | None = None) -> None:
                 train_vae(args.work, phase)
     if args.stage in ("transformer", "all") and not (args.work / "transformer.pt").exists():
         train_transformer(args.work, args.steps, args.pool)
+    if args.stage in ("decoder", "all") and not (args.work / f"{DECODER_PHASE.name}.pt").exists():
+        train_vae(args.work, DECODER_PHASE)
     if args.stage in ("export", "all"):
         export(args.work, args.out)
 
