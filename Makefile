@@ -27,6 +27,7 @@ bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/lora.py --out BENCHMARKS.md
 	$(BIN)/python bench/preview.py --out BENCHMARKS.md
+	$(BIN)/python bench/builtin.py --out BENCHMARKS.md
 
 # Retrain the built-in model (about 4 h on a 2-core CPU: VAE, transformer in two phases, two decoder stages), each
 # stage resumable (run it again after a stop); work files and checkpoints go to runs/mini (git-ignored).
