@@ -53,7 +53,7 @@ VAE_PHASES = (VaePhase("vae_base", 1600, 1e-4, 3.0, 0.0, None, seed=0),
               VaePhase("vae", 4000, 1e-4, 20.0, 1.0, "vae_base", seed=1))
 # Once the latents are fixed the transformer learns them while the decoder goes on sharpening what it paints from
 # them: the stages `transformer` and `decoder` can run at the same time, one core each.
-DECODER_PHASE = VaePhase("vae_decoder", 3000, 5e-5, 20.0, 1.0, "vae", seed=2, encoder=False)
+DECODER_PHASE = VaePhase("vae_decoder", 8000, 5e-5, 20.0, 1.0, "vae", seed=2, encoder=False)
 TEXT_LEN = 24  # tokens; the model's default max_sequence_length (T5 runs on the padded prompt, as in LTXPipeline)
 TEXT_CONFIG: dict[str, Any] = dict(d_model=96, d_kv=24, d_ff=192, num_layers=3, num_heads=4,
                                    relative_attention_num_buckets=8, relative_attention_max_distance=24)
@@ -65,7 +65,7 @@ SHIFT = 3.0  # the sampler's flow shift
 POOL = 1200  # pre-encoded clips, renewed while training
 BATCH = 24
 LR = 1e-3
-TRANSFORMER_STEPS = 3000
+TRANSFORMER_STEPS = 10000
 I2V_SHARE = 0.25  # items trained as image-to-video: the first latent frame clean, timestep 0 there
 
 
@@ -358,14 +358,30 @@ DEFAULTS = {"frames": W.FRAMES, "height": W.SIZE, "width": W.SIZE, "fps": W.FPS,
             "batch_cfg": True, "max_sequence_length": TEXT_LEN}
 
 
-def export(work: Path, out: Path, weights_dtype: torch.dtype = torch.float16) -> None:
+def trained_parts(work: Path, partial: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(the decoder stage's VAE, the transformer stage's EMA weights); with `partial`, from the stages' last
+    checkpoints where a stage is still running (a look at a model in training)."""
+    decoder, transformer = work / f"{DECODER_PHASE.name}.pt", work / "transformer.pt"
+    if not partial or decoder.exists():
+        vae = torch.load(decoder)
+    else:
+        ck = work / f"{DECODER_PHASE.name}_ckpt.pt"
+        vae = torch.load(ck, weights_only=False)["vae"] if ck.exists() else torch.load(work / "vae.pt")
+    if not partial or transformer.exists():
+        return vae, torch.load(transformer)["ema"]
+    state = torch.load(work / "transformer_ckpt.pt", weights_only=False)
+    log(work, f"export: the transformer's EMA at step {state['step']} (training goes on)")
+    return vae, state["extra"]["ema"]
+
+
+def export(work: Path, out: Path, weights_dtype: torch.dtype = torch.float16, partial: bool = False) -> None:
     """The trained parts as a diffusers LTXPipeline folder (safetensors; stored in `weights_dtype`)."""
     import shutil
 
     from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline
 
     vae = new_vae().eval()
-    decoder = torch.load(work / f"{DECODER_PHASE.name}.pt")
+    decoder, ema = trained_parts(work, partial)
     encoder = torch.load(work / "vae.pt")
     # the encoder the transformer's latents came from; the decoder the last stage sharpened on them
     vae.load_state_dict({k: encoder[k] if k.startswith("encoder.") else v for k, v in decoder.items()})
@@ -374,7 +390,6 @@ def export(work: Path, out: Path, weights_dtype: torch.dtype = torch.float16) ->
     vae.latents_std.copy_(std.flatten())
     tokenizer = build_tokenizer()
     te, tr = new_text_encoder(len(tokenizer)).eval(), new_transformer().eval()
-    ema = torch.load(work / "transformer.pt")["ema"]
     te.load_state_dict(ema["te"])
     tr.load_state_dict(ema["tr"])
     scheduler = FlowMatchEulerDiscreteScheduler(shift=SHIFT, use_dynamic_shifting=False)
@@ -404,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=TRANSFORMER_STEPS, help="transformer training steps")
     ap.add_argument("--pool", type=int, default=POOL, help="pre-encoded training clips")
+    ap.add_argument("--partial", action="store_true",
+                    help="export: take the stages still running from their last checkpoints")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -417,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage in ("decoder", "all") and not (args.work / f"{DECODER_PHASE.name}.pt").exists():
         train_vae(args.work, DECODER_PHASE)
     if args.stage in ("export", "all"):
-        export(args.work, args.out)
+        export(args.work, args.out, partial=args.partial)
 
 
 if __name__ == "__main__":
