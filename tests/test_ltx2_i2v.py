@@ -94,7 +94,7 @@ def differences(pair, spec: RenderSpec) -> tuple[float, float, dict]:
     """Max |ours - pipeline's| of the frames (0..1) and of the waveform, and our record."""
     engine, pipe = pair
     result = engine.render(spec)
-    frames, wave = reference(pipe, spec)
+    frames, wave = reference(pipe, spec, **({"image_crf": spec.image_crf} if spec.image_crf is not None else {}))
     assert result.frames_float.shape == frames.shape == (spec.frames, spec.height, spec.width, 3)
     assert result.audio is not None and result.audio[0].shape == wave.shape
     return (float(np.abs(result.frames_float.numpy() - frames).max()),
@@ -104,13 +104,15 @@ def differences(pair, spec: RenderSpec) -> tuple[float, float, dict]:
 @pytest.mark.parametrize("changes", [
     {},  # the pipeline's defaults: guidance 3, sound 7, STG 1 on block 28, modality 3, rescale 0.7, CRF 33
     {"guidance": 1.0, "audio_guidance": 1.0, "stg": 0.0, "modality_guidance": 1.0, "guidance_rescale": 0.0,
-     "sigmas": DISTILLED, "steps": None, "width": 64, "fps": 12},  # the distilled schedule
+     "sigmas": DISTILLED, "steps": None, "width": 64, "fps": 12, "image_crf": 20},  # the distilled schedule
+    {"guidance": 1.0, "audio_guidance": 1.0, "stg": 0.0, "modality_guidance": 1.0, "guidance_rescale": 0.0,
+     "image_crf": 0},  # --image-crf 0: the still as it is
 ])
 def test_parity_with_diffusers(ltx2_i2v, pictures, changes):
     size = (changes.get("width", 32), 32)
     frames, wave, record = differences(ltx2_i2v, spec_of(ltx2_i2v[0].info.source.ref, pictures[size], **changes))
     assert frames <= 1 / 255 and wave <= 1e-4, (frames, wave)
-    assert record["sampling"]["image_crf"] == 33
+    assert record["sampling"]["image_crf"] == changes.get("image_crf", 33)
 
 
 def test_parity_on_the_ltx2_3_layout(tiny_ltx2_3, pictures):
@@ -192,3 +194,22 @@ def test_generate_with_an_image_writes_video_and_sound(tiny_ltx2, pictures, tmp_
     assert "h264" in video and "64x32" in video and "aac" in audio and "16000 Hz" in audio
     record = json.loads(Path(str(out) + ".json").read_text())
     assert record["spec"]["image"] == str(pictures[(64, 32)]) and record["sampling"]["image_crf"] == 33
+
+
+@pytest.mark.parametrize(("model", "args", "expected"), [
+    ("ltx2", ["--image-crf", "20"], "--image-crf 20 re-compresses the --image still of image-to-video; there is no "
+                                    "--image"),
+    ("ltx2", ["--image", "{image}", "--image-crf", "52"], "--image-crf"),
+    ("wan", ["--image-crf", "20"], "--image-crf re-compresses the image of LTX-2's image-to-video; this wan model "
+                                   "does not take it"),
+])
+def test_image_crf_refusals(tiny_ltx2, tiny_wan, pictures, tmp_path, capsys, monkeypatch, model, args, expected):
+    """Refused in one line before loading, nothing written."""
+    from cli_helpers import one_error_line, run_inprocess
+
+    monkeypatch.chdir(tmp_path)
+    folder = {"ltx2": tiny_ltx2, "wan": tiny_wan}[model]
+    r = run_inprocess(capsys, "generate", PROMPT, "-m", str(folder), "-o", str(tmp_path / "x.mp4"),
+                      *[a.format(image=pictures[(32, 32)]) for a in args])
+    assert r.code == 2 and expected in one_error_line(r)
+    assert list(tmp_path.iterdir()) == []

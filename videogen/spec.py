@@ -71,6 +71,9 @@ class RenderSpec:
     max_sequence_length: int | None = _f(help="Text tokens given to the model.", range=(1, 4096))
     image: str | None = _f(help="First frame, for image-to-video models.")
     last_image: str | None = _f(help="Last frame, for first-last-frame models.")
+    image_crf: int | None = _f(help="H.264 quality the --image still is re-compressed at before it conditions the "
+                               "model, as its training stills were (LTX-2: default 33, 18 for LTX-2.5; 0 skips "
+                               "it).", range=(0, 51))
     # Input clips and stills (videogen/clips.py), for the families that declare them (Family.inputs).
     video: str | None = _f(help="Input clip: the control video (Wan VACE) or the source video (video-to-video); "
                            "sets frames and size unless given.")

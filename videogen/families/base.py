@@ -45,6 +45,7 @@ OPTIONAL_FIELDS: dict[str, str] = {
     "modality_guidance": "is LTX-2's audio-video modality guidance",
     "guidance_rescale": "is LTX-2's guidance rescale",
     "no_audio": "is for models that make sound (LTX-2)",
+    "image_crf": "re-compresses the image of LTX-2's image-to-video",
 }
 
 

@@ -71,7 +71,7 @@ class LTX2(Family):
     latent = LatentFormat(channels=128, layout="tokens", temporal=8, spatial=32, stats="weights")
     max_text_tokens = 1024  # Gemma length of LTX2Pipeline
     accepts = frozenset({"audio_guidance", "stg", "stg_blocks", "modality_guidance", "guidance_rescale",
-                         "no_audio"})
+                         "no_audio", "image_crf"})
     takes_sigmas = True  # the distilled checkpoints' 8-step schedule
     min_steps = 2  # a one-step schedule is [1.0]: the stretch to shift_terminal divides 0 by 0
     extra_modules = ("connectors", "audio_vae", "vocoder")
@@ -104,6 +104,10 @@ class LTX2(Family):
                 shown = ",".join(map(str, spec.stg_blocks))
                 given = f"{label} {shown}" if label.startswith("--") else f"stg_blocks {shown} ({label})"
                 raise UserError(f"{given}: this transformer has blocks 0 to {layers - 1}")
+        if spec.image_crf is not None and not spec.image:
+            label = spec.extras.get("where", {}).get("image_crf", "--image-crf")
+            given = f"{label} {spec.image_crf}" if label.startswith("--") else f"image_crf {spec.image_crf} ({label})"
+            raise UserError(f"{given} re-compresses the --image still of image-to-video; there is no --image")
 
     @classmethod
     def task_of(cls, index: dict[str, Any]) -> str:
@@ -241,9 +245,12 @@ class LTX2(Family):
                               x0=lambda out, t, x, i: keep(flow(out[0], t, x[0], i), x[0]),
                               info={"frame_rate": spec.fps, "audio_latent_frames": length, **s,
                                     **({"stg_blocks": blocks} if s["stg"] > 0 else {}),
-                                    **({"image_crf": self.image_crf()} if spec.image else {})})
+                                    **({"image_crf": self.image_crf(spec)} if spec.image else {})})
 
-    def image_crf(self) -> int:
+    def image_crf(self, spec: RenderSpec) -> int:
+        """--image-crf, or the CRF the model's generation was trained at (0: no re-compression)."""
+        if spec.image_crf is not None:
+            return spec.image_crf
         return IMAGE_CRF.get(self.text_encoder.config.model_type, DEFAULT_IMAGE_CRF)
 
     @no_grad
@@ -251,7 +258,9 @@ class LTX2(Family):
         """The first frame as normalised latents [1,C,1,h,w]: re-compressed at its own size (as LTX2ImageToVideoPipeline
         and Lightricks' ltx-pipelines do), fitted to the render size, encoded to the posterior mode (no draw)."""
         assert spec.image and spec.height and spec.width
-        still = images.recompress_h264(images.load_image(spec.image), self.image_crf())
+        still = images.load_image(spec.image)
+        if crf := self.image_crf(spec):
+            still = images.recompress_h264(still, crf)
         pixels = images.to_tensor(images.fit_image(still, spec.width, spec.height)).to(self.device, self.vae.dtype)
         return normalised(self.vae, self.vae.encode(pixels.unsqueeze(2)).latent_dist.mode().float())
 
