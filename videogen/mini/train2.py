@@ -44,6 +44,7 @@ class VaePhase:
     colour_weight: float  # weight of the error of each object zone's mean colour, frame by frame
     start: str | None  # the phase whose weights it continues (None: a new VAE)
     seed: int  # of its clips
+    zone: int = 2  # pixels around the objects weighted as the objects (wider: fewer halos around them)
     encoder: bool = True  # False: only the decoder learns; the encoder, and so the latents, stay as `start` left them
 
 
@@ -53,7 +54,7 @@ VAE_PHASES = (VaePhase("vae_base", 1600, 1e-4, 3.0, 0.0, None, seed=0),
               VaePhase("vae", 4000, 1e-4, 20.0, 1.0, "vae_base", seed=1))
 # Once the latents are fixed the transformer learns them while the decoder goes on sharpening what it paints from
 # them: the stages `transformer` and `decoder` can run at the same time, one core each.
-DECODER_PHASE = VaePhase("vae_decoder", 8000, 5e-5, 20.0, 1.0, "vae", seed=2, encoder=False)
+DECODER_PHASE = VaePhase("vae_decoder", 8000, 5e-5, 20.0, 1.0, "vae", seed=2, zone=6, encoder=False)
 TEXT_LEN = 24  # tokens; the model's default max_sequence_length (T5 runs on the padded prompt, as in LTXPipeline)
 TEXT_CONFIG: dict[str, Any] = dict(d_model=96, d_kv=24, d_ff=192, num_layers=3, num_heads=4,
                                    relative_attention_num_buckets=8, relative_attention_max_distance=24)
@@ -176,7 +177,7 @@ def train_vae(work: Path, phase: VaePhase) -> None:
         with torch.set_grad_enabled(phase.encoder):
             post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
-        loss = object_zone_loss(rec, x, object_zone(video, scenes), phase)
+        loss = object_zone_loss(rec, x, object_zone(video, scenes, phase.zone), phase)
         if phase.encoder:
             loss = loss + 1e-5 * 0.5 * (post.mean.pow(2) + post.var - 1 - post.logvar).mean()
         opt.zero_grad(set_to_none=True)
