@@ -68,6 +68,17 @@ def test_captions_follow_the_grammar():
         "an orange triangle moving left on a gray background"
 
 
+def test_long_fast_big_objects_stay_whole_in_the_frame():
+    """The longest clips slow a big, quick object down to the frame's room; rounding must not make the room
+    negative (it once stopped the transformer's training while it filled its pool of 41-frame clips)."""
+    for seed in range(120):
+        rng = np.random.default_rng(seed)
+        for action in world.DIRECTIONS:
+            tr = world.track(world.Thing("red", "square", action, "big", "quickly"), 41, rng)
+            assert np.all(tr.cx - tr.r >= -1e-3) and np.all(tr.cx + tr.r <= world.SIZE + 1e-3)
+            assert np.all(tr.cy - tr.r >= -1e-3) and np.all(tr.cy + tr.r <= world.SIZE + 1e-3)
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     """The recipe's own export (videogen.mini.train2.export) of freshly initialised parts: the folder layout the

@@ -130,7 +130,7 @@ def track(thing: Thing, frames: int, rng: np.random.Generator, size: int = SIZE,
         travel = v * (frames - 1)
         dx, dy = _DIR_VEC[thing.action]
         if start is None:
-            along0 = r + rng.uniform(0, room - travel)
+            along0 = r + rng.uniform(0, max(room - travel, 0.0))  # rounding can leave -1e-15
             across = r + rng.uniform(0, room)
             first = (along0, across) if dx else (across, along0)
             if dx < 0 or dy < 0:
