@@ -51,6 +51,22 @@ def test_oracle_tells_a_wrong_clip_from_a_right_one():
             assert sum(not ok for ok in scores.values()) <= 2, (changed.caption(), scores)
 
 
+def test_oracle_reads_a_soft_edged_object_as_one_object():
+    """A decoded object's rim blends its colour with the background's: yellow on black gives a green rim, which
+    the oracle must not read as a second object (nor as part of a real green one)."""
+    scene = world.Scene((world.Thing("yellow", "square", "right", "medium", "normally"),), "black")
+    video, _ = world.render(scene, 33, np.random.default_rng(3))
+    inside = (video != 0).any(-1)
+    grown = inside.copy()
+    for axis, shift in ((1, 1), (1, -1), (2, 1), (2, -1)):
+        grown |= np.roll(inside, shift, axis)
+    rim = (grown | np.roll(grown, 1, 1) | np.roll(grown, 1, 2)) & ~inside  # two pixels wide on two sides
+    soft = video.copy()
+    soft[rim] = (0.5 * np.array(world.COLOURS["yellow"])).astype(np.uint8)  # nearest palette colour: green
+    assert oracle2.read(soft)[1][0].colour == "yellow"
+    assert all(oracle2.score(scene, oracle2.read(soft)).values()), oracle2.read(soft)
+
+
 def test_held_out_triples_never_reach_training_scenes():
     train, held = world.split_triples()
     assert len(held) == world.HELDOUT_COUNT and not set(train) & set(held)
