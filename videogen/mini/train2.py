@@ -67,16 +67,17 @@ POOL = 1200  # pre-encoded clips, renewed while training
 BATCH = 24
 LR = 1e-3
 TRANSFORMER_STEPS = 10000
+CPU = torch.device("cpu")
 I2V_SHARE = 0.25  # items trained as image-to-video: the first latent frame clean, timestep 0 there
 
 
-def to_tensor(video: np.ndarray) -> torch.Tensor:
-    """uint8 [N, F, H, W, 3] -> float [N, 3, F, H, W] in [-1, 1]."""
-    return torch.from_numpy(video).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+def to_tensor(video: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 [N, F, H, W, 3] -> float [N, 3, F, H, W] in [-1, 1], on `device`."""
+    return torch.from_numpy(video).to(device).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
 def clips(n: int, frames: int, rng: np.random.Generator, triples: list[W.Triple]) -> tuple[np.ndarray, list[W.Scene]]:
@@ -104,19 +105,21 @@ def new_vae():
 
 def vae_psnr(vae, n: int = 8, frames: int = W.FRAMES, seed: int = 999) -> float:
     video, _ = clips(n, frames, np.random.default_rng(seed), W.all_triples())
+    device = next(vae.parameters()).device
     vae.eval()
     with torch.no_grad():
-        out = np.concatenate([to_uint8(vae.decode(vae.encode(to_tensor(video[i:i + 1])).latent_dist.mode()).sample)
+        out = np.concatenate([to_uint8(vae.decode(vae.encode(to_tensor(video[i:i + 1], device)).latent_dist.mode()).sample)
                               for i in range(n)])
     vae.train()
     return psnr(out, video)
 
 
-def object_zone(video: np.ndarray, scenes: list[W.Scene], grow: int = 2) -> torch.Tensor:
+def object_zone(video: np.ndarray, scenes: list[W.Scene], grow: int = 2,
+                device: torch.device | str = "cpu") -> torch.Tensor:
     """[N,1,F,H,W] 1 on and within `grow` pixels of the objects: a few percent of the pixels, which a plain
     reconstruction loss lets the VAE give up for a perfect background."""
     bg = np.array([BACKGROUNDS[s.background] for s in scenes], np.uint8)[:, None, None, None, :]
-    zone = torch.from_numpy((video != bg).any(-1)).float()[:, None]
+    zone = torch.from_numpy((video != bg).any(-1)).to(device).float()[:, None]
     return torch.nn.functional.max_pool3d(zone, (1, 2 * grow + 1, 2 * grow + 1), 1, (0, grow, grow))
 
 
@@ -135,25 +138,26 @@ def vae_oracle(vae, n: int = 12, seed: int = 5) -> dict[str, float]:
     """The oracle's score of the VAE's reconstructions of fresh 33-frame clips: the ceiling of the whole model."""
     from . import oracle2
 
-    rng, right = np.random.default_rng(seed), {}
+    rng, right, device = np.random.default_rng(seed), {}, next(vae.parameters()).device
     vae.eval()
     for _ in range(n):
         video, scenes = clips(1, W.FRAMES, rng, W.all_triples())
         with torch.no_grad():
-            rec = to_uint8(vae.decode(vae.encode(to_tensor(video)).latent_dist.mode()).sample)
+            rec = to_uint8(vae.decode(vae.encode(to_tensor(video, device)).latent_dist.mode()).sample)
         for k, v in oracle2.score(scenes[0], oracle2.read(rec[0])).items():
             right.setdefault(k, []).append(v)
     vae.train()
     return {k: float(np.mean(v)) for k, v in right.items()}
 
 
-def train_vae(work: Path, phase: VaePhase) -> None:
+def train_vae(work: Path, phase: VaePhase, device: torch.device = CPU) -> None:
     """Fresh clips of 9 or 17 frames; a small KL keeps the latents near a unit Gaussian."""
     torch.manual_seed(0)
     rng = np.random.default_rng(phase.seed)
     vae = new_vae()
     if phase.start is not None:
-        vae.load_state_dict(torch.load(work / f"{phase.start}.pt"))
+        vae.load_state_dict(torch.load(work / f"{phase.start}.pt", map_location="cpu"))
+    vae.to(device)
     params = list(vae.parameters())
     if not phase.encoder:
         vae.encoder.requires_grad_(False)
@@ -173,11 +177,11 @@ def train_vae(work: Path, phase: VaePhase) -> None:
             g["lr"] = lr
         n, frames = (4, 9) if step % 2 == 0 else (2, 17)
         video, scenes = clips(n, frames, rng, train)
-        x = to_tensor(video)
+        x = to_tensor(video, device)
         with torch.set_grad_enabled(phase.encoder):
             post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
-        loss = object_zone_loss(rec, x, object_zone(video, scenes, phase.zone), phase)
+        loss = object_zone_loss(rec, x, object_zone(video, scenes, phase.zone, device), phase)
         if phase.encoder:
             loss = loss + 1e-5 * 0.5 * (post.mean.pow(2) + post.var - 1 - post.logvar).mean()
         opt.zero_grad(set_to_none=True)
@@ -195,7 +199,7 @@ def train_vae(work: Path, phase: VaePhase) -> None:
             log(work, f"{phase.name} {step}: PSNR {vae_psnr(vae):.2f} dB; oracle on reconstructions: {read}")
         if ck.due() or step == phase.steps:
             ck.save(step)
-    atomic_save(vae.state_dict(), work / f"{phase.name}.pt")
+    atomic_save({k: v.cpu() for k, v in vae.state_dict().items()}, work / f"{phase.name}.pt")
     log(work, f"{phase.name}: done")
 
 
@@ -223,7 +227,8 @@ def encode_text(tokenizer, text_encoder, prompts: list[str]) -> tuple[torch.Tens
     """T5 states of the padded prompts and their mask, exactly as LTXPipeline computes them."""
     t = tokenizer(prompts, padding="max_length", max_length=TEXT_LEN, truncation=True, add_special_tokens=True,
                   return_tensors="pt")
-    return text_encoder(t.input_ids)[0], t.attention_mask.bool()
+    device = next(text_encoder.parameters()).device
+    return text_encoder(t.input_ids.to(device))[0], t.attention_mask.bool().to(device)
 
 
 class Pool:
@@ -238,7 +243,7 @@ class Pool:
     @torch.no_grad()
     def encode(self, frames: int, n: int) -> tuple[torch.Tensor, list[str]]:
         video, scenes = clips(n, frames, self.rng, self.train)
-        z = self.vae.encode(to_tensor(video)).latent_dist.sample()
+        z = self.vae.encode(to_tensor(video, self.mean.device)).latent_dist.sample()
         return (z - self.mean) / self.std, [s.caption() for s in scenes]
 
     def fill(self, size: int, work: Path) -> None:
@@ -267,9 +272,10 @@ class Pool:
 
 
 def latent_stats(vae, rng: np.random.Generator, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    train, _ = W.split_triples()
+    train, device = W.split_triples()[0], next(vae.parameters()).device
     with torch.no_grad():
-        z = torch.cat([vae.encode(to_tensor(clips(4, 33, rng, train)[0])).latent_dist.sample() for _ in range(n // 4)])
+        z = torch.cat([vae.encode(to_tensor(clips(4, 33, rng, train)[0], device)).latent_dist.sample()
+                       for _ in range(n // 4)]).cpu()
     return z.mean((0, 2, 3, 4)).view(1, -1, 1, 1, 1), z.std((0, 2, 3, 4)).view(1, -1, 1, 1, 1)
 
 
@@ -277,12 +283,12 @@ def flow_loss(transformer, x0: torch.Tensor, states: torch.Tensor, mask: torch.T
               fps: int = W.FPS) -> torch.Tensor:
     """Flow matching on packed latents: x_t = (1-s) x0 + s e, target e - x0; some items image-to-video."""
     b, c, f, h, w = x0.shape
-    u = torch.from_numpy(rng.normal(size=b)).float().sigmoid()
+    u = torch.from_numpy(rng.normal(size=b)).float().sigmoid().to(x0.device)
     shifted = SHIFT * u / (1 + (SHIFT - 1) * u)
-    sigma = torch.where(torch.from_numpy(rng.random(b) < 0.5), shifted, u)  # half with the sampler's shift
+    sigma = torch.where(torch.from_numpy(rng.random(b) < 0.5).to(x0.device), shifted, u)  # half with the shift
     noise = torch.randn_like(x0)
-    first = torch.zeros(b, 1, f, 1, 1)
-    first[torch.from_numpy(rng.random(b) < I2V_SHARE), :, 0] = 1.0
+    first = torch.zeros(b, 1, f, 1, 1, device=x0.device)
+    first[torch.from_numpy(rng.random(b) < I2V_SHARE).to(x0.device), :, 0] = 1.0
     s = sigma.view(b, 1, 1, 1, 1) * (1 - first)  # the image's latent frame stays clean
     xt = (1 - s) * x0 + s * noise
     pack = lambda x: x.flatten(2).transpose(1, 2)  # noqa: E731 - [B,C,F,H,W] -> [B, F*H*W, C] (patch 1)
@@ -295,16 +301,17 @@ def flow_loss(transformer, x0: torch.Tensor, states: torch.Tensor, mask: torch.T
     return err.sum() / (keep.sum() * c)
 
 
-def train_transformer(work: Path, steps: int, pool_size: int = POOL) -> None:
+def train_transformer(work: Path, steps: int, pool_size: int = POOL, device: torch.device = CPU) -> None:
     """Flow matching with a jointly trained text encoder, 10% captions dropped, EMA weights kept."""
     from diffusers import AutoencoderKLLTXVideo  # noqa: F401  (the VAE class, for the state dict)
 
     torch.manual_seed(1)
     rng = np.random.default_rng(1)
     vae = new_vae().eval()
-    vae.load_state_dict(torch.load(work / "vae.pt"))
+    vae.load_state_dict(torch.load(work / "vae.pt", map_location="cpu"))
+    vae.to(device)
     tokenizer = build_tokenizer()
-    te, tr = new_text_encoder(len(tokenizer)), new_transformer()
+    te, tr = new_text_encoder(len(tokenizer)).to(device), new_transformer().to(device)
     ema = {"te": {k: v.clone() for k, v in te.state_dict().items()},
            "tr": {k: v.clone() for k, v in tr.state_dict().items()}}
     params = list(te.parameters()) + list(tr.parameters())
@@ -312,12 +319,13 @@ def train_transformer(work: Path, steps: int, pool_size: int = POOL) -> None:
     stats = work / "latent_stats.pt"
     if not stats.exists():
         atomic_save(latent_stats(vae, np.random.default_rng(7)), stats)
-    mean, std = torch.load(stats)
+    mean, std = (t.to(device) for t in torch.load(stats, map_location="cpu"))
     ck = Checkpoint(work / "transformer_ckpt.pt", {"te": te, "tr": tr}, opt, {"rng": rng}, 300)
     step, spent = 0, 0.0
     if (state := ck.resume()) is not None:
         step, extra = state
-        ema, spent = extra["ema"], extra["spent"]
+        ema = {key: {k: v.to(device) for k, v in part.items()} for key, part in extra["ema"].items()}
+        spent = extra["spent"]
         log(work, f"transformer: resumed at step {step} ({spent / 60:.0f} min spent)")
     pool = Pool(vae, np.random.default_rng(100 + step), mean, std)
     pool.fill(pool_size, work)
@@ -351,7 +359,8 @@ def train_transformer(work: Path, steps: int, pool_size: int = POOL) -> None:
             if ck.due():
                 ck.save(step, {"ema": ema, "spent": spent})
     ck.save(step, {"ema": ema, "spent": spent})
-    atomic_save({"ema": ema, "step": step}, work / "transformer.pt")
+    atomic_save({"ema": {key: {k: v.cpu() for k, v in part.items()} for key, part in ema.items()}, "step": step},
+                work / "transformer.pt")
     log(work, f"transformer: done at step {step}")
 
 
@@ -364,13 +373,14 @@ def trained_parts(work: Path, partial: bool) -> tuple[dict[str, torch.Tensor], d
     checkpoints where a stage is still running (a look at a model in training)."""
     decoder, transformer = work / f"{DECODER_PHASE.name}.pt", work / "transformer.pt"
     if not partial or decoder.exists():
-        vae = torch.load(decoder)
+        vae = torch.load(decoder, map_location="cpu")
     else:
         ck = work / f"{DECODER_PHASE.name}_ckpt.pt"
-        vae = torch.load(ck, weights_only=False)["vae"] if ck.exists() else torch.load(work / "vae.pt")
+        vae = (torch.load(ck, weights_only=False, map_location="cpu")["vae"] if ck.exists()
+               else torch.load(work / "vae.pt", map_location="cpu"))
     if not partial or transformer.exists():
-        return vae, torch.load(transformer)["ema"]
-    state = torch.load(work / "transformer_ckpt.pt", weights_only=False)
+        return vae, torch.load(transformer, map_location="cpu")["ema"]
+    state = torch.load(work / "transformer_ckpt.pt", weights_only=False, map_location="cpu")
     log(work, f"export: the transformer's EMA at step {state['step']} (training goes on)")
     return vae, state["extra"]["ema"]
 
@@ -383,10 +393,10 @@ def export(work: Path, out: Path, weights_dtype: torch.dtype = torch.float16, pa
 
     vae = new_vae().eval()
     decoder, ema = trained_parts(work, partial)
-    encoder = torch.load(work / "vae.pt")
+    encoder = torch.load(work / "vae.pt", map_location="cpu")
     # the encoder the transformer's latents came from; the decoder the last stage sharpened on them
     vae.load_state_dict({k: encoder[k] if k.startswith("encoder.") else v for k, v in decoder.items()})
-    mean, std = torch.load(work / "latent_stats.pt")
+    mean, std = torch.load(work / "latent_stats.pt", map_location="cpu")
     vae.latents_mean.copy_(mean.flatten())
     vae.latents_std.copy_(std.flatten())
     tokenizer = build_tokenizer()
@@ -418,6 +428,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/mini2"))
     ap.add_argument("--out", type=Path, default=Path("videogen/mini/model2"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", type=torch.device, default=CPU,
+                    help="where the stages train: cpu (the recipe) or cuda (a GPU, where one is lent)")
     ap.add_argument("--steps", type=int, default=TRANSFORMER_STEPS, help="transformer training steps")
     ap.add_argument("--pool", type=int, default=POOL, help="pre-encoded training clips")
     ap.add_argument("--partial", action="store_true",
@@ -429,11 +441,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage in ("vae", "all"):
         for phase in VAE_PHASES:
             if not (args.work / f"{phase.name}.pt").exists():
-                train_vae(args.work, phase)
+                train_vae(args.work, phase, args.device)
     if args.stage in ("transformer", "all") and not (args.work / "transformer.pt").exists():
-        train_transformer(args.work, args.steps, args.pool)
+        train_transformer(args.work, args.steps, args.pool, args.device)
     if args.stage in ("decoder", "all") and not (args.work / f"{DECODER_PHASE.name}.pt").exists():
-        train_vae(args.work, DECODER_PHASE)
+        train_vae(args.work, DECODER_PHASE, args.device)
     if args.stage in ("export", "all"):
         export(args.work, args.out, partial=args.partial)
 

@@ -50,7 +50,7 @@ class Checkpoint:
         """(step, extra) of the saved state, restored into the modules, optimizer and generators; None if none."""
         if not self.path.exists():
             return None
-        s = torch.load(self.path, weights_only=False)
+        s = torch.load(self.path, weights_only=False, map_location="cpu")
         for key, module in self.modules.items():
             module.load_state_dict(s[key])
         self.opt.load_state_dict(s["opt"])
