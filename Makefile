@@ -40,7 +40,7 @@ mini-model: install
 # each), the export, then the oracle report; each stage resumable (run it again after a stop).
 mini-model-v2: install
 	$(BIN)/python -m videogen.mini.train2 vae --work runs/mini2 --threads 2
-	$(BIN)/python -m videogen.mini.train2 transformer --work runs/mini2 & pid=$$!; \
+	$(BIN)/python -m videogen.mini.train2 transformer --work runs/mini2 --threads 1 --threads-later 2 & pid=$$!; \
 	  $(BIN)/python -m videogen.mini.train2 decoder --work runs/mini2 && wait $$pid
 	$(BIN)/python -m videogen.mini.train2 export --work runs/mini2 --out videogen/mini/model2
 	$(BIN)/python -m videogen.mini.evaluate2 --n 240 --report runs/mini2/REPORT.md

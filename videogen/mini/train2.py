@@ -301,7 +301,8 @@ def flow_loss(transformer, x0: torch.Tensor, states: torch.Tensor, mask: torch.T
     return err.sum() / (keep.sum() * c)
 
 
-def train_transformer(work: Path, steps: int, pool_size: int = POOL, device: torch.device = CPU) -> None:
+def train_transformer(work: Path, steps: int, pool_size: int = POOL, device: torch.device = CPU,
+                      threads_later: int | None = None) -> None:
     """Flow matching with a jointly trained text encoder, 10% captions dropped, EMA weights kept."""
     from diffusers import AutoencoderKLLTXVideo  # noqa: F401  (the VAE class, for the state dict)
 
@@ -356,6 +357,9 @@ def train_transformer(work: Path, steps: int, pool_size: int = POOL, device: tor
             log(work, f"transformer {step} loss {np.mean(losses):.4f} lr {lr:.2e} {(now - t0) / 100:.2f}s/step "
                       f"step {step}/{steps}, {spent / 60:.1f} min")
             t0, losses = now, []
+            if threads_later and torch.get_num_threads() != threads_later and (work / f"{DECODER_PHASE.name}.pt").exists():
+                torch.set_num_threads(threads_later)  # the decoder stage is done: its core is free
+                log(work, f"transformer: {threads_later} threads from step {step} on")
             if ck.due():
                 ck.save(step, {"ema": ema, "spent": spent})
     ck.save(step, {"ema": ema, "spent": spent})
@@ -428,6 +432,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/mini2"))
     ap.add_argument("--out", type=Path, default=Path("videogen/mini/model2"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads-later", type=int, default=None,
+                    help="transformer: threads once the decoder stage beside it is done")
     ap.add_argument("--device", type=torch.device, default=CPU,
                     help="where the stages train: cpu (the recipe) or cuda (a GPU, where one is lent)")
     ap.add_argument("--steps", type=int, default=TRANSFORMER_STEPS, help="transformer training steps")
@@ -443,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
             if not (args.work / f"{phase.name}.pt").exists():
                 train_vae(args.work, phase, args.device)
     if args.stage in ("transformer", "all") and not (args.work / "transformer.pt").exists():
-        train_transformer(args.work, args.steps, args.pool, args.device)
+        train_transformer(args.work, args.steps, args.pool, args.device, args.threads_later)
     if args.stage in ("decoder", "all") and not (args.work / f"{DECODER_PHASE.name}.pt").exists():
         train_vae(args.work, DECODER_PHASE, args.device)
     if args.stage in ("export", "all"):
