@@ -2,6 +2,8 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
+# where `make mini-model-v2` trains: cpu (the recipe), or cuda where a GPU is lent
+DEVICE ?= cpu
 
 .PHONY: install test lint demo bench mini-model mini-model-v2 clean
 
@@ -39,9 +41,10 @@ mini-model: install
 # image-to-video): the VAE on both cores, then the transformer and the decoder's last phase side by side (one core
 # each), the export, then the oracle report; each stage resumable (run it again after a stop).
 mini-model-v2: install
-	$(BIN)/python -m videogen.mini.train2 vae --work runs/mini2 --threads 2
-	$(BIN)/python -m videogen.mini.train2 transformer --work runs/mini2 --threads 1 --threads-later 2 & pid=$$!; \
-	  $(BIN)/python -m videogen.mini.train2 decoder --work runs/mini2 && wait $$pid
+	$(BIN)/python -m videogen.mini.train2 vae --work runs/mini2 --threads 2 --device $(DEVICE)
+	$(BIN)/python -m videogen.mini.train2 transformer --work runs/mini2 --threads 1 --threads-later 2 \
+	  --device $(DEVICE) & pid=$$!; \
+	  $(BIN)/python -m videogen.mini.train2 decoder --work runs/mini2 --device $(DEVICE) && wait $$pid
 	$(BIN)/python -m videogen.mini.train2 export --work runs/mini2 --out videogen/mini/model2
 	$(BIN)/python -m videogen.mini.evaluate2 --n 240 --report runs/mini2/REPORT.md
 
