@@ -108,8 +108,8 @@ def vae_psnr(vae, n: int = 8, frames: int = W.FRAMES, seed: int = 999) -> float:
     device = next(vae.parameters()).device
     vae.eval()
     with torch.no_grad():
-        out = np.concatenate([to_uint8(vae.decode(vae.encode(to_tensor(video[i:i + 1], device)).latent_dist.mode()).sample)
-                              for i in range(n)])
+        x = to_tensor(video, device)
+        out = np.concatenate([to_uint8(vae.decode(vae.encode(x[i:i + 1]).latent_dist.mode()).sample) for i in range(n)])
     vae.train()
     return psnr(out, video)
 
@@ -301,6 +301,10 @@ def flow_loss(transformer, x0: torch.Tensor, states: torch.Tensor, mask: torch.T
     return err.sum() / (keep.sum() * c)
 
 
+def moved(ema: dict[str, dict[str, torch.Tensor]], device: torch.device) -> dict[str, dict[str, torch.Tensor]]:
+    return {part: {k: v.to(device) for k, v in weights.items()} for part, weights in ema.items()}
+
+
 def train_transformer(work: Path, steps: int, pool_size: int = POOL, device: torch.device = CPU,
                       threads_later: int | None = None) -> None:
     """Flow matching with a jointly trained text encoder, 10% captions dropped, EMA weights kept."""
@@ -325,7 +329,7 @@ def train_transformer(work: Path, steps: int, pool_size: int = POOL, device: tor
     step, spent = 0, 0.0
     if (state := ck.resume()) is not None:
         step, extra = state
-        ema = {key: {k: v.to(device) for k, v in part.items()} for key, part in extra["ema"].items()}
+        ema = moved(extra["ema"], device)
         spent = extra["spent"]
         log(work, f"transformer: resumed at step {step} ({spent / 60:.0f} min spent)")
     pool = Pool(vae, np.random.default_rng(100 + step), mean, std)
@@ -357,14 +361,14 @@ def train_transformer(work: Path, steps: int, pool_size: int = POOL, device: tor
             log(work, f"transformer {step} loss {np.mean(losses):.4f} lr {lr:.2e} {(now - t0) / 100:.2f}s/step "
                       f"step {step}/{steps}, {spent / 60:.1f} min")
             t0, losses = now, []
-            if threads_later and torch.get_num_threads() != threads_later and (work / f"{DECODER_PHASE.name}.pt").exists():
-                torch.set_num_threads(threads_later)  # the decoder stage is done: its core is free
+            decoder_done = (work / f"{DECODER_PHASE.name}.pt").exists()
+            if threads_later and torch.get_num_threads() != threads_later and decoder_done:
+                torch.set_num_threads(threads_later)  # its core is free
                 log(work, f"transformer: {threads_later} threads from step {step} on")
             if ck.due():
                 ck.save(step, {"ema": ema, "spent": spent})
     ck.save(step, {"ema": ema, "spent": spent})
-    atomic_save({"ema": {key: {k: v.cpu() for k, v in part.items()} for key, part in ema.items()}, "step": step},
-                work / "transformer.pt")
+    atomic_save({"ema": moved(ema, CPU), "step": step}, work / "transformer.pt")
     log(work, f"transformer: done at step {step}")
 
 
