@@ -39,7 +39,8 @@ mini-model: install
 
 # The second-generation built-in model (builtin:mini-v2, an LTX-Video folder: 128x128, 33 frames, two objects,
 # image-to-video): the VAE on both cores, then the transformer and the decoder's last phase side by side (one core
-# each), the export, then the oracle report; each stage resumable (run it again after a stop).
+# each; the transformer takes both once the decoder is done), the export, then the oracle report; each stage
+# resumable (run it again after a stop). DEVICE=cuda trains on a GPU.
 mini-model-v2: install
 	$(BIN)/python -m videogen.mini.train2 vae --work runs/mini2 --threads 2 --device $(DEVICE)
 	$(BIN)/python -m videogen.mini.train2 transformer --work runs/mini2 --threads 1 --threads-later 2 \
