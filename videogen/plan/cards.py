@@ -84,19 +84,19 @@ def latent_geometry(vae: dict[str, Any], transformer: dict[str, Any]) -> dict[st
 
 
 def _holds_weights(entry: list[Any]) -> bool:
-    """A model_index.json entry that is a torch module: diffusers' and transformers' classes, and those of a
-    diffusers pipeline package (LTX-2's connectors and vocoder live in `diffusers.pipelines.ltx2`)."""
-    if entry[0] in MODULE_LIBRARIES:
-        return True
+    """A model_index.json entry that is a torch module: a diffusers or transformers class, or one of a diffusers
+    pipeline package (LTX-2's connectors and vocoder live in `diffusers.pipelines.ltx2`); not a guider, tokenizer
+    or image processor, which those libraries also hold."""
     import importlib
 
     import torch
 
+    library, name = str(entry[0]), entry[1]
     try:
-        module = importlib.import_module(f"diffusers.pipelines.{entry[0]}")
+        module = importlib.import_module(library if library in MODULE_LIBRARIES else f"diffusers.pipelines.{library}")
     except ImportError:
         return False
-    cls = getattr(module, str(entry[1]), None)
+    cls = getattr(module, name, None) if isinstance(name, str) else None
     return isinstance(cls, type) and issubclass(cls, torch.nn.Module)
 
 

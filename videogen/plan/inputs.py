@@ -107,9 +107,26 @@ def _mochi(cfg: dict[str, Any], s: Shapes, dtype: torch.dtype) -> dict[str, Any]
                 encoder_attention_mask=torch.ones(s.batch, s.tokens, dtype=torch.bool), return_dict=False)
 
 
+def _hunyuan15(cfg: dict[str, Any], s: Shapes, dtype: torch.dtype) -> dict[str, Any]:
+    """Qwen states, the ByT5 states of quoted text (GLYPH_TOKENS) and SigLIP image tokens (IMAGE_TOKENS); latents
+    with the condition channels beside them (in_channels). Every mask is full: the transformer gathers the valid
+    tokens first, so a full mask is the longest sequence it attends over."""
+    from videogen.families.hunyuan15 import GLYPH_TOKENS, IMAGE_TOKENS
+
+    def full(n: int) -> torch.Tensor:
+        return torch.ones(s.batch, n, dtype=torch.long)
+
+    return dict(hidden_states=_latents(s, cfg["in_channels"], dtype), timestep=_t(s),
+                encoder_hidden_states=_text(s, cfg["text_embed_dim"], dtype), encoder_attention_mask=full(s.tokens),
+                encoder_hidden_states_2=torch.randn(s.batch, GLYPH_TOKENS, cfg["text_embed_2_dim"], dtype=dtype),
+                encoder_attention_mask_2=full(GLYPH_TOKENS),
+                image_embeds=torch.randn(s.batch, IMAGE_TOKENS, cfg["image_embed_dim"], dtype=dtype), return_dict=False)
+
+
 DENOISERS: dict[str, Callable[[dict[str, Any], Shapes, torch.dtype], dict[str, Any]]] = {
     "WanTransformer3DModel": _wan,
     "HunyuanVideoTransformer3DModel": _hunyuan,
+    "HunyuanVideo15Transformer3DModel": _hunyuan15,
     "LTXVideoTransformer3DModel": _ltx,
     "LTX2VideoTransformer3DModel": _ltx2,
     "CogVideoXTransformer3DModel": _cogvideox,

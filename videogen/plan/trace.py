@@ -122,10 +122,95 @@ class _FusedAttentionOnMeta(TorchFunctionMode):
             given = {**dict(zip(names, args, strict=False)), **kwargs}
             q, k, v = given["query"], given["key"], given["value"]
             if q.device.type == "meta" and q.shape[-1] == v.shape[-1]:
+                mask = given.get("attn_mask")
+                if mask is not None and mask.dtype == torch.bool:
+                    # torch turns a boolean mask into an additive one of the query's dtype before the CPU and
+                    # math kernels (S^2 values for a full [B, 1, S, S] mask); CUDA's memory-efficient kernel may
+                    # take the boolean one as it is: counted all the same, so the plan errs high, never low
+                    zero, minus = torch.zeros((), dtype=q.dtype), torch.full((), -torch.inf, dtype=q.dtype)
+                    mask = torch.where(mask, zero, minus)
                 return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
                     q, k, v, given.get("dropout_p", 0.0), bool(given.get("is_causal", False)),
-                    attn_mask=given.get("attn_mask"), scale=given.get("scale"))[0]
+                    attn_mask=mask, scale=given.get("scale"))[0]
         return func(*args, **kwargs)
+
+
+NONZERO = "nonzero"  # a tensor none of whose elements is zero (random normal values)
+# Operators that keep a tensor's uniform value: conversions, views, copies, pieces.
+_KEEPS = {"bool", "long", "int", "float", "half", "bfloat16", "to", "type", "clone", "contiguous", "detach", "view",
+          "reshape", "expand", "expand_as", "repeat", "unsqueeze", "squeeze", "flatten", "unflatten", "transpose",
+          "permute", "select", "narrow", "__getitem__", "unbind", "chunk", "split"}
+
+
+class _UniformValues(TorchFunctionMode):
+    """The values of masks on the meta device, which holds none: enough for a forward that branches on them.
+
+    Some denoisers gather their valid text tokens with boolean masks (`x[mask]`, `torch.nonzero(mask)`) and test
+    their inputs (`torch.all(image_embeds == 0)`); on meta and fake tensors these need values. The planner's inputs are uniform (full masks,
+    random embeddings, zero or one fills), so this mode follows each tensor that is all one value through
+    conversions, views, negations, comparisons with 0 and reductions, and answers those two questions from it.
+    A tensor it cannot follow stays unknown, and the trace falls back to fake tensors as before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._known: dict[int, tuple[weakref.ref[torch.Tensor], Any]] = {}
+
+    def value(self, x: Any) -> Any:
+        entry = self._known.get(id(x)) if isinstance(x, torch.Tensor) else None
+        return entry[1] if entry is not None and entry[0]() is x else None
+
+    def _note(self, out: Any, v: Any) -> Any:
+        if v is not None:
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self._known[id(t)] = (weakref.ref(t), v)
+        return out
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        first = args[0] if args else None
+        v = self.value(first)
+        if name == "__bool__" and v is not None:
+            return v is not False
+        if name == "__getitem__" and isinstance(args[1], torch.Tensor) and args[1].dtype == torch.bool:
+            keep = self.value(args[1])
+            if keep is not None:  # all of the masked rows, or none of them
+                rows = first.reshape(-1, *first.shape[args[1].dim():])
+                return self._note(rows.clone() if keep is not False else rows[:0].clone(), v)
+        if name == "nonzero" and v is not None and not kwargs.get("as_tuple"):  # every index, or none: [n, dims]
+            grid = torch.meshgrid(*(torch.arange(n, device=first.device) for n in first.shape), indexing="ij")
+            index = torch.stack(grid, -1).reshape(-1, first.dim())
+            return index if v is not False else index[:0]
+        out = func(*args, **kwargs)
+        if name in ("ones", "ones_like", "new_ones"):
+            return self._note(out, True)
+        if name in ("zeros", "zeros_like", "new_zeros"):
+            return self._note(out, False)
+        if name in ("randn", "randn_like"):
+            return self._note(out, NONZERO)
+        if v is None:
+            if name in ("cat", "stack") and first:  # pieces of one value (empty ones aside) make that value
+                seen = {self.value(t) for t in first if t.numel()}
+                return self._note(out, seen.pop() if len(seen) == 1 else None)
+            return out
+        if name in _KEEPS:
+            return self._note(out, True if v is NONZERO and out.dtype == torch.bool else v)
+        if name == "logical_not" or (name in ("__invert__", "bitwise_not") and first.dtype == torch.bool):
+            return self._note(out, v is False)
+        if name in ("eq", "__eq__", "ne", "__ne__") and len(args) > 1 and isinstance(args[1], (int, float)) \
+                and args[1] == 0:
+            return self._note(out, (v is False) == name.startswith(("eq", "__eq")))
+        if name in ("all", "any"):
+            return self._note(out, v is not False)
+        if name in ("__and__", "logical_and", "bitwise_and", "__or__", "logical_or", "bitwise_or"):
+            w = self.value(args[1])
+            if w is not None:
+                a, b = v is not False, w is not False
+                return self._note(out, (a and b) if "and" in name else (a or b))
+        if name == "pad" and bool(kwargs.get("value", 0)) == (v is not False):
+            return self._note(out, v)
+        return out
 
 
 def traced(comp: Component, dtype: torch.dtype, overrides: dict[str, Any],
@@ -139,9 +224,9 @@ def traced(comp: Component, dtype: torch.dtype, overrides: dict[str, Any],
     (`torch.randn` in `work`) follow the default device, so inputs are made on the same device as the module.
     """
     try:
-        with torch.device("meta"), default_dtype(dtype), _FusedAttentionOnMeta():
+        with torch.device("meta"), default_dtype(dtype), _FusedAttentionOnMeta(), _UniformValues():
             return work(instantiate(comp, overrides))
     except (RuntimeError, NotImplementedError) as e:
         log.debug("plan: %s on the meta device failed (%s); tracing on fake tensors", comp.name, e)
-    with fake_mode():
+    with fake_mode(), _UniformValues():
         return work(fake_module(comp, dtype, overrides))
