@@ -76,6 +76,8 @@ def test_plan_of_a_hunyuan15_preset_at_full_size():
     params = card["components"]["transformer"]["weights"]["parameters"]
     assert p["stages"]["denoise"]["weights_gib"] == pytest.approx(params * 2 / 2**30, abs=0.001)  # bfloat16
     assert p["stages"]["denoise"]["activations_gib"] > 0
+    for stage in p["stages"].values():  # Qwen, ByT5: a stage of two encoders peaks above both their weights
+        assert stage["peak_gib"] > stage["weights_gib"] > 0
 
 
 @pytest.fixture(scope="module")

@@ -277,8 +277,8 @@ def plan(card: Card, s: Settings) -> dict[str, Any]:
                                         "tiled": {k: _gib(v) for k, v in row[True].items()}}}
     te_w = sum(weights[n]["all"] for n in encoders)
     stages = {
-        "text_encoder": {"weights_gib": _gib(te_w),
-                         "peak_gib": _gib(max((weights[n]["all"] + te_act[n] for n in encoders), default=0)),
+        # the stage with all of its encoders resident, as its weights are counted (offload rows load them in turn)
+        "text_encoder": {"weights_gib": _gib(te_w), "peak_gib": _gib(te_w + max(te_act.values(), default=0)),
                          "activations_gib": {n: _gib(te_act[n]) for n in encoders}},
         "denoise": {"weights_gib": _gib(max(weights[n]["all"] for n in experts)),
                     "peak_gib": _gib(max(weights[n]["all"] for n in experts) + dn_act),
