@@ -101,6 +101,8 @@ class Hunyuan15(Family):
     latent = LatentFormat(channels=32, layout="BCFHW", temporal=4, spatial=16, stats="none",
                           rgb=("hunyuanvideo15",))
     max_text_tokens = 1000  # Qwen tokens after the crop (the pipeline's tokenizer_max_length)
+    # Qwen reads the system part too (cropped after it); ByT5 its fixed glyph length (as the presets' cards say)
+    plan_facts = {"text_tokens": {"text_encoder": max_text_tokens + CROP_START, "text_encoder_2": GLYPH_TOKENS}}
     schedulers = ("euler",)  # its flow-matching Euler scheduler only
     takes_sigmas = True  # the pipeline takes `sigmas` too
     extra_modules = ("text_encoder_2",)
