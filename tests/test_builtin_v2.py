@@ -171,6 +171,36 @@ def test_engine_matches_diffusers_ltx_pipelines(engine, folder, task, tmp_path):
     assert (ours - theirs).abs().max() <= 1 / 255
 
 
+def test_training_calls_the_transformer_as_the_pipeline_renders(folder):
+    """The training loss gives the transformer the positions (RoPE scale), token grid and token width that
+    LTXPipeline gives it at render time: a model trained at other positions renders backgrounds without objects."""
+    from diffusers import LTXPipeline
+
+    seen: dict[str, dict] = {}
+
+    def grab(name: str):
+        def hook(_module, _args, kwargs):
+            keys = ("rope_interpolation_scale", "num_frames", "height", "width")
+            seen[name] = {k: kwargs[k] for k in keys} | {"width_of_a_token": kwargs["hidden_states"].shape[-1]}
+        return hook
+
+    defaults = json.loads((folder / "videogen_defaults.json").read_text())
+    pipe = LTXPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    handle = pipe.transformer.register_forward_pre_hook(grab("render"), with_kwargs=True)
+    pipe(prompt="a red circle moving left on a black background", num_frames=33, height=128, width=128,
+         num_inference_steps=1, guidance_scale=1.0, frame_rate=defaults["fps"],
+         max_sequence_length=defaults["max_sequence_length"], output_type="latent")
+    handle.remove()
+    pipe.transformer.register_forward_pre_hook(grab("train"), with_kwargs=True)
+    states, mask = train2.encode_text(pipe.tokenizer, pipe.text_encoder, ["a red circle moving left"] * 2)
+    x0 = torch.randn(2, 64, (33 - 1) // 4 + 1, 128 // 16, 128 // 16)
+    with torch.no_grad():
+        train2.flow_loss(pipe.transformer, x0, states, mask, np.random.default_rng(0),
+                         train2.rope_scale(pipe.vae, defaults["fps"]))
+    assert seen["train"] == seen["render"]
+
+
 def test_the_folders_defaults_apply_and_unknown_builtins_are_refused(folder, tmp_path):
     import videogen
 

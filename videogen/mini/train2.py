@@ -58,6 +58,8 @@ DECODER_PHASE = VaePhase("vae_decoder", 8000, 5e-5, 20.0, 1.0, "vae", seed=2, zo
 TEXT_LEN = 24  # tokens; the model's default max_sequence_length (T5 runs on the padded prompt, as in LTXPipeline)
 TEXT_CONFIG: dict[str, Any] = dict(d_model=96, d_kv=24, d_ff=192, num_layers=3, num_heads=4,
                                    relative_attention_num_buckets=8, relative_attention_max_distance=24)
+# Patch 1: LTXPipeline sizes its latents by the transformer's in_channels and packs them by its patch size, so a
+# patch above 1 (2x2 cells a token, a third of the step's cost) is not a folder diffusers can run.
 TRANSFORMER_CONFIG: dict[str, Any] = dict(in_channels=64, out_channels=64, patch_size=1, patch_size_t=1,
                                           num_attention_heads=4, attention_head_dim=32, cross_attention_dim=128,
                                           num_layers=8, caption_channels=96)
@@ -66,7 +68,7 @@ SHIFT = 3.0  # the sampler's flow shift
 POOL = 1200  # pre-encoded clips, renewed while training
 BATCH = 24
 LR = 1e-3
-TRANSFORMER_STEPS = 10000
+TRANSFORMER_STEPS = 6000
 CPU = torch.device("cpu")
 I2V_SHARE = 0.25  # items trained as image-to-video: the first latent frame clean, timestep 0 there
 
@@ -279,10 +281,19 @@ def latent_stats(vae, rng: np.random.Generator, n: int = 64) -> tuple[torch.Tens
     return z.mean((0, 2, 3, 4)).view(1, -1, 1, 1, 1), z.std((0, 2, 3, 4)).view(1, -1, 1, 1, 1)
 
 
+def rope_scale(vae, fps: int = W.FPS) -> tuple[float, float, float]:
+    """The transformer's position scale as LTXPipeline (and so the engine) computes it at render time: a model
+    trained with other positions renders without its objects."""
+    return (vae.temporal_compression_ratio / fps, vae.spatial_compression_ratio, vae.spatial_compression_ratio)
+
+
 def flow_loss(transformer, x0: torch.Tensor, states: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator,
-              fps: int = W.FPS) -> torch.Tensor:
+              scale: tuple[float, float, float]) -> torch.Tensor:
     """Flow matching on packed latents: x_t = (1-s) x0 + s e, target e - x0; some items image-to-video."""
+    from videogen.families.ltx import pack as pack_tokens
+
     b, c, f, h, w = x0.shape
+    p, pt = transformer.config.patch_size, transformer.config.patch_size_t
     u = torch.from_numpy(rng.normal(size=b)).float().sigmoid().to(x0.device)
     shifted = SHIFT * u / (1 + (SHIFT - 1) * u)
     sigma = torch.where(torch.from_numpy(rng.random(b) < 0.5).to(x0.device), shifted, u)  # half with the shift
@@ -291,14 +302,14 @@ def flow_loss(transformer, x0: torch.Tensor, states: torch.Tensor, mask: torch.T
     first[torch.from_numpy(rng.random(b) < I2V_SHARE).to(x0.device), :, 0] = 1.0
     s = sigma.view(b, 1, 1, 1, 1) * (1 - first)  # the image's latent frame stays clean
     xt = (1 - s) * x0 + s * noise
-    pack = lambda x: x.flatten(2).transpose(1, 2)  # noqa: E731 - [B,C,F,H,W] -> [B, F*H*W, C] (patch 1)
-    keep = pack(1 - first.expand(b, 1, f, h, w))
+    pack = lambda x: pack_tokens(x, p, pt)  # noqa: E731 - [B,C,F,H,W] -> [B, tokens, C*pt*p*p], as rendered
+    keep = pack(1 - first.expand(b, 1, f, h, w))[..., :1]  # per token: 0 on the image's latent frame
     timestep = 1000 * sigma.view(b, 1) * keep.squeeze(-1)
     out = transformer(hidden_states=pack(xt), encoder_hidden_states=states, timestep=timestep,
-                      encoder_attention_mask=mask, num_frames=f, height=h, width=w,
-                      rope_interpolation_scale=(8 / fps, 32, 32), return_dict=False)[0]
+                      encoder_attention_mask=mask, num_frames=f // pt, height=h // p, width=w // p,
+                      rope_interpolation_scale=scale, return_dict=False)[0]
     err = (out - pack(noise - x0)).pow(2) * keep
-    return err.sum() / (keep.sum() * c)
+    return err.sum() / (keep.sum() * out.shape[-1])
 
 
 def moved(ema: dict[str, dict[str, torch.Tensor]], device: torch.device) -> dict[str, dict[str, torch.Tensor]]:
@@ -342,7 +353,7 @@ def train_transformer(work: Path, steps: int, pool_size: int = POOL, device: tor
         x0, caps, _ = pool.batch(BATCH)
         caps = ["" if rng.random() < 0.1 else c for c in caps]
         states, mask = encode_text(tokenizer, te, caps)
-        loss = flow_loss(tr, x0, states, mask, rng)
+        loss = flow_loss(tr, x0, states, mask, rng, rope_scale(vae))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
