@@ -143,13 +143,13 @@ _KEEPS = {"bool", "long", "int", "float", "half", "bfloat16", "to", "type", "clo
 
 
 class _UniformValues(TorchFunctionMode):
-    """The values of masks on the meta device, which holds none: enough for a forward that branches on them.
+    """The values of uniform tensors (masks, fills, random inputs) where meta and fake tensors hold none.
 
-    Some denoisers gather their valid text tokens with boolean masks (`x[mask]`, `torch.nonzero(mask)`) and test
-    their inputs (`torch.all(image_embeds == 0)`); on meta and fake tensors these need values. The planner's inputs are uniform (full masks,
-    random embeddings, zero or one fills), so this mode follows each tensor that is all one value through
-    conversions, views, negations, comparisons with 0 and reductions, and answers those two questions from it.
-    A tensor it cannot follow stays unknown, and the trace falls back to fake tensors as before."""
+    Some denoisers gather their valid text tokens by their masks (`x[mask]`, `torch.nonzero(mask)`) and test their
+    inputs (`torch.all(image_embeds == 0)`): both need values. The planner's inputs are uniform (full masks,
+    random embeddings, fills of zeros or ones), so this mode follows each tensor that is all one value through
+    conversions, views, negations, comparisons with 0 and reductions, and answers those questions from it. A
+    tensor it cannot follow stays unknown: on meta the trace then falls back to fake tensors, as before."""
 
     def __init__(self) -> None:
         super().__init__()
