@@ -5,6 +5,9 @@
 - HEAD and GET /{repo}/resolve/{rev}/{path}: ETag, X-Repo-Commit, X-Linked-Etag, X-Linked-Size; Range requests
 - errors as the Hub sends them (404 with X-Error-Code RepoNotFound, RevisionNotFound, EntryNotFound)
 
+A repo added with `add` is at `commit` on main; `add_revision` gives it another commit, reachable by that commit and
+by the branches or tags named (naming "main" moves main there; the earlier commits stay reachable).
+
 Faults for tests: `drop[path] = n` sends the first n bytes of the next full GET of path and then drops the
 connection; `advertise[path] = size` lies about a file's size in the listing; `delay` slows every body chunk.
 """
@@ -48,13 +51,35 @@ class Hub:
     log: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range header)
     started: threading.Event = field(default_factory=threading.Event)  # set when a weights body starts
     url: str = ""
+    commits: dict[str, dict[str, dict[str, HubFile]]] = field(default_factory=dict)  # repo -> commit -> files
+    refs: dict[str, dict[str, str]] = field(default_factory=dict)  # repo -> branch or tag -> commit
 
-    def add(self, repo_id: str, folder: Path, extra: dict[str, bytes] | None = None) -> None:
+    @staticmethod
+    def read(folder: Path, extra: dict[str, bytes] | None = None) -> dict[str, HubFile]:
         files = {p.relative_to(folder).as_posix(): HubFile(p.read_bytes(), p.suffix in LFS_SUFFIXES)
                  for p in sorted(folder.rglob("*")) if p.is_file()}
         for name, data in (extra or {}).items():
             files[name] = HubFile(data, Path(name).suffix in LFS_SUFFIXES)
-        self.repos[repo_id] = files
+        return files
+
+    def add(self, repo_id: str, folder: Path, extra: dict[str, bytes] | None = None) -> None:
+        self.repos[repo_id] = self.read(folder, extra)
+
+    def add_revision(self, repo_id: str, folder: Path, commit: str, refs: tuple[str, ...] = ()) -> None:
+        files = self.read(folder)
+        self.commits.setdefault(repo_id, {}).setdefault(self.commit, self.repos[repo_id])
+        self.commits[repo_id][commit] = files
+        self.refs.setdefault(repo_id, {"main": self.commit}).update(dict.fromkeys(refs, commit))
+        if "main" in refs:
+            self.repos[repo_id] = files
+
+    def at(self, repo_id: str, rev: str) -> tuple[str, dict[str, HubFile]] | None:
+        """(commit, files) of repo_id at a branch, tag or commit; None for a revision it does not have."""
+        if repo_id not in self.commits:
+            return (self.commit, self.repos[repo_id]) if rev in ("main", self.commit) else None
+        commit = self.refs[repo_id].get(rev, rev)
+        files = self.commits[repo_id].get(commit)
+        return None if files is None else (commit, files)
 
     def gets(self, path_suffix: str) -> list[str | None]:
         """Range headers of every GET of a file (None for a request of the whole file)."""
@@ -100,11 +125,11 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return repo_id, files
 
-    def _revision_ok(self, rev: str) -> bool:
-        if rev in ("main", self.hub.commit):
-            return True
-        self._error(404, "RevisionNotFound")
-        return False
+    def _at(self, repo_id: str, rev: str) -> tuple[str, dict[str, HubFile]] | None:
+        found = self.hub.at(repo_id, rev)
+        if found is None:
+            self._error(404, "RevisionNotFound")
+        return found
 
     def _serve(self, body: bool) -> None:
         path = unquote(urlsplit(self.path).path)
@@ -112,25 +137,27 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [p for p in path.split("/") if p]
         if parts[:2] == ["api", "models"] and (len(parts) == 4 or len(parts) > 5 and parts[4] in ("revision", "tree")):
             found = self._repo(parts[2:4])
-            if found is None or not self._revision_ok(parts[5] if len(parts) > 5 else "main"):
+            at = found and self._at(found[0], parts[5] if len(parts) > 5 else "main")
+            if not found or not at:
                 return
-            repo_id, files = found
+            repo_id, (commit, files) = found[0], at
             if len(parts) == 4 or parts[4] == "revision":
-                self._json({"id": repo_id, "sha": self.hub.commit, "private": False,
+                self._json({"id": repo_id, "sha": commit, "private": False,
                             "siblings": [{"rfilename": name} for name in files]})
             else:
                 self._json(self._tree(files))
             return
         if len(parts) >= 5 and parts[2] == "resolve":
             found = self._repo(parts[:2])
-            if found is None or not self._revision_ok(parts[3]):
+            at = found and self._at(found[0], parts[3])
+            if not found or not at:
                 return
             name = "/".join(parts[4:])
-            f = found[1].get(name)
+            f = at[1].get(name)
             if f is None:
                 self._error(404, "EntryNotFound")
                 return
-            self._file(name, f, body)
+            self._file(name, f, body, at[0])
             return
         self._error(404, "NotFound")
 
@@ -148,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
             out.append(entry)
         return out
 
-    def _file(self, name: str, f: HubFile, body: bool) -> None:
+    def _file(self, name: str, f: HubFile, body: bool, commit: str) -> None:
         start = 0
         rng = self.headers.get("Range")
         if rng and rng.startswith("bytes="):
@@ -156,7 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = f.data[start:]
         self.send_response(206 if start else 200)
         self.send_header("ETag", f'"{f.git_oid}"')
-        self.send_header("X-Repo-Commit", self.hub.commit)
+        self.send_header("X-Repo-Commit", commit)
         if f.lfs:
             self.send_header("X-Linked-Etag", f'"{f.etag}"')
             self.send_header("X-Linked-Size", str(len(f.data)))

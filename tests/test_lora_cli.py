@@ -46,7 +46,8 @@ def test_two_stacked_loras_from_the_hub_with_the_lightx2v_preset_record_and_from
     """The user's whole path with two stacked LoRAs named by Hub id, against a Hub on 127.0.0.1
     (tests/hub_server.py) with huggingface_hub's own client, in an environment of HF_HOME, HF_HUB_OFFLINE, HOME and
     XDG_CONFIG_HOME only: `videogen download` of one LoRA file, an online render that fetches the other, an
-    offline `--from` from another folder, and the refusal once the repo's main names a changed file."""
+    offline `--from` from another folder, which still renders the recorded commits once the repo's main names a
+    changed file, and the refusal of a recorded file whose cached copy changed."""
     a, b = tmp_path / "style" / "style.safetensors", tmp_path / "pack" / "b.safetensors"
     a.parent.mkdir()
     b.parent.mkdir()
@@ -100,11 +101,75 @@ def test_two_stacked_loras_from_the_hub_with_the_lightx2v_preset_record_and_from
     changed.mkdir()
     write_comfy(random_lora(tiny_wan, seed=9), changed / "style.safetensors")
     lay_out(changed, tmp_path / "hf", "org/style", commit=NEW_COMMIT)
-    line = one_error_line(videogen("generate", "--from", out / "run.json", "-o", tmp_path / "moved", "-q",
+    moved = tmp_path / "moved"  # --from still renders the commit the record used (its snapshot is cached)
+    r = videogen("generate", "--from", out / "run.json", "-o", moved, "--json", "-q", env=offline, cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(frames(moved), frames(out))
+    rerun = json.loads(r.stdout)
+    assert [(e["revision"], e["sha256"]) for e in rerun["loras"]] == [(HUB_COMMIT, sha(a)), (HUB_COMMIT, sha(b))]
+    assert rerun["spec"]["loras"] == [f"org/style@{HUB_COMMIT}/style.safetensors:0.8@both",
+                                      f"org/pack@{HUB_COMMIT}/b.safetensors:-0.5@both"]
+    # The same LoRA named afresh takes main, now the new file.
+    r = videogen("generate", "a red cat runs on the beach", "-p", "wan2.1-t2v-14b-lightx2v-4step", "-m",
+                 tiny_wan, *SIZE, "--lora", "org/style:0.8", "-o", tmp_path / "main", "--json", "-q", env=offline,
+                 cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [(e["revision"], e["sha256"]) for e in json.loads(r.stdout)["loras"]] == \
+        [(NEW_COMMIT, sha(changed / "style.safetensors"))]
+    # A recorded commit whose cached file no longer holds what the record says is refused, naming both hashes.
+    blob = (snaps / "models--org--style" / "snapshots" / HUB_COMMIT / "style.safetensors").resolve()
+    blob.write_bytes(blob.read_bytes()[:-4] + b"\0\0\0\0")
+    line = one_error_line(videogen("generate", "--from", out / "run.json", "-o", tmp_path / "bad", "-q",
                                    env=offline, cwd=tmp_path))
-    assert "LoRA file org/style/style.safetensors changed since that run (commit " \
-           f"{HUB_COMMIT[:12]} then, {NEW_COMMIT[:12]} now)" in line
-    assert not (tmp_path / "moved").exists()
+    assert f"LoRA file org/style/style.safetensors at commit {HUB_COMMIT[:12]} changed since that run (sha256 " \
+           f"{sha(a)[:12]}... recorded, {sha(blob)[:12]}... now)" in line
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_hub_lora_at_a_branch_tag_or_commit(tiny_wan, tmp_path):
+    """`--lora ORG/NAME@REV`: a Hub on 127.0.0.1 whose org/style has main and a tag v2 on another commit;
+    `videogen download org/style@v2` fetches the tag's file and names the tag in the cache; an offline render at
+    @v2 reads that file; a revision the Hub or the cache does not have is refused in one line before loading."""
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    v1.mkdir()
+    v2.mkdir()
+    write_comfy(random_lora(tiny_wan, seed=1), v1 / "style.safetensors")
+    write_comfy(random_lora(tiny_wan, seed=5), v2 / "style.safetensors")
+    hub = Hub()
+    hub.add("org/style", v1)
+    hub.add_revision("org/style", v2, NEW_COMMIT, refs=("v2",))
+    server = serve(hub)
+    offline = hub_env(tmp_path)
+    online = {k: v for k, v in offline.items() if k != "HF_HUB_OFFLINE"} | {"HF_ENDPOINT": hub.url}
+    repo = tmp_path / "hf" / "hub" / "models--org--style"
+    try:
+        r = videogen("download", "org/style@v2", "-q", env=online, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == f"{repo / 'snapshots' / NEW_COMMIT / 'style.safetensors'}\n"
+        assert (repo / "refs" / "v2").read_text() == NEW_COMMIT and not (repo / "refs" / "main").exists()
+        line = one_error_line(videogen("generate", "a cat", "-m", tiny_wan, *SIZE, "--lora", "org/style@v3:0.8",
+                                       "-o", tmp_path / "no.mp4", env=online, cwd=tmp_path))
+        assert "error: --lora: LoRA 'org/style@v3': no branch, tag or commit 'v3' in org/style" in line
+    finally:
+        server.shutdown()
+    out = tmp_path / "at-v2.mp4"
+    r = videogen("generate", "a cat", "-m", tiny_wan, *SIZE, "--lora", "org/style@v2:0.8", "-o", out, "--json", "-q",
+                 env=offline, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert [(e["hub_id"], e["file"], e["revision"], e["sha256"]) for e in record["loras"]] == [
+        ("org/style", "style.safetensors", NEW_COMMIT, sha(v2 / "style.safetensors"))]
+    assert record["spec"]["loras"] == ["org/style@v2/style.safetensors:0.8@both"]
+    for lora, message in [
+            ("org/style@v3", "LoRA 'org/style@v3' is not in the Hugging Face cache ("),
+            ("org/style@v3", "and HF_HUB_OFFLINE is set; run `videogen download org/style --revision v3` on a machine"),
+            (f"org/style@{HUB_COMMIT}/style.safetensors",
+             f"commit {HUB_COMMIT[:12]} is not in the Hugging Face cache"),
+            ("style.safetensors@hgih", "unknown expert '@hgih'; use @high, @low or @both")]:
+        line = one_error_line(videogen("generate", "a cat", "-m", tiny_wan, *SIZE, "--lora", lora, "-o",
+                                       tmp_path / "no.mp4", env=offline, cwd=tmp_path))
+        assert message in line and line.startswith("error: --lora: "), (lora, line)
+    assert not (tmp_path / "no.mp4").exists()
 
 
 def test_a_changed_local_lora_is_refused_by_from(tiny_wan, tmp_path):

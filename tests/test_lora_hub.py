@@ -80,10 +80,17 @@ def test_hub_loras_refused_in_one_line_before_loading(tiny_wan, cached, tmp_path
 
 
 def test_a_path_that_exists_wins_over_a_hub_id(repos, tmp_path, monkeypatch):
-    assert hub_id_of("org/name") == ("org/name", None)
-    assert hub_id_of("org/name/sub/f.safetensors") == ("org/name", "sub/f.safetensors")
-    for path_only in ("style.safetensors", "loras/style.safetensors", "./org/name", "/abs/org/name", "~/a/b"):
+    assert hub_id_of("org/name") == ("org/name", None, None)
+    assert hub_id_of("org/name/sub/f.safetensors") == ("org/name", "sub/f.safetensors", None)
+    assert hub_id_of("org/name@v2") == ("org/name", None, "v2")
+    assert hub_id_of("org/name@0123abc/sub/f.safetensors") == ("org/name", "sub/f.safetensors", "0123abc")
+    for path_only in ("style.safetensors", "loras/style.safetensors", "./org/name", "/abs/org/name", "~/a/b",
+                      "a@b.safetensors", "org@v2/name", "org/name@", "org/name@a@b", "org/name/f@v2.safetensors"):
         assert hub_id_of(path_only) is None, path_only
+    ref = parse_ref("org/name@v2/f.safetensors:0.5@high", "--lora", resolve=False)
+    assert (ref.hub_id, ref.file, ref.asked, ref.weight, ref.expert) == ("org/name", "f.safetensors", "v2", 0.5, "high")
+    assert ref.canonical() == "org/name@v2/f.safetensors:0.5@high"
+    assert parse_ref("org/name@v2:-1", "--lora", resolve=False).canonical() == "org/name@v2:-1@both"
     local = tmp_path / "org" / "pack" / "b.safetensors"
     local.parent.mkdir(parents=True)
     local.write_bytes((repos["org/style"] / "style.safetensors").read_bytes())

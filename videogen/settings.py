@@ -61,6 +61,11 @@ def rerun_of(data: dict[str, Any], where: str) -> Rerun:
             values["model"] = model["hub_id"]
         elif model.get("path") and Path(model["path"]).is_dir():
             values["model"] = model["path"]
+    if values.get("loras") and isinstance(data.get("loras"), list):
+        # Hub LoRAs at the commits the run used, as the spec's `revision` holds the model's commit.
+        from videogen.lora.refs import pin
+
+        values["loras"] = tuple(pin(text, data["loras"], label) for text in values["loras"])
     versions = data.get("versions") if isinstance(data.get("versions"), dict) else {}
     return Rerun(where=where, prompt=prompt, values=values, fingerprint=model.get("fingerprint"),
                  revision=model.get("revision"), versions={str(k): str(v) for k, v in versions.items()},

@@ -102,24 +102,24 @@ def record(infos: list[LoraInfo]) -> list[dict[str, Any]]:
 
 
 def check_record(entries: Any, loras: tuple[str, ...], where: str) -> None:
-    """`--from`: each recorded LoRA that the new render still uses must be the same file (same sha256)."""
+    """`--from`: each recorded LoRA that the new render still uses must be the same file (same sha256). A Hub LoRA
+    is found again by its repo and file; the record's own values are pinned to the commit it used (refs.pin), so
+    another commit can only be one the user named, and is taken as named."""
     if not isinstance(entries, list):
         return
     used = {}
     for text in loras:
         ref = parse_ref(text, where)
-        used[ref.name] = ref
+        used[f"{ref.hub_id}/{ref.file}" if ref.hub_id else ref.name] = ref
     for entry in entries:
         if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:
             raise UserError(f"{where}: malformed LoRA entry in the run record: {entry!r}")
-        # A Hub LoRA is found again by its repo and file (resolved as the render resolves it), a local one by path.
         name = f"{entry['hub_id']}/{entry.get('file')}" if entry.get("hub_id") else str(Path(entry["path"]))
         ref = used.get(name)
-        if ref is None:
+        if ref is None or (ref.hub_id and entry.get("revision") != ref.revision):
             continue
         now = sha256(ref.path)
         if now != entry["sha256"]:
-            was = (f" (commit {str(entry.get('revision'))[:12]} then, {str(ref.revision)[:12]} now)"
-                   if ref.hub_id and entry.get("revision") != ref.revision else "")
-            raise UserError(f"{where}: LoRA file {name} changed since that run{was} (sha256 {entry['sha256'][:12]}"
+            at = f" at commit {str(ref.revision)[:12]}" if ref.hub_id else ""
+            raise UserError(f"{where}: LoRA file {name}{at} changed since that run (sha256 {entry['sha256'][:12]}"
                             f"... recorded, {now[:12]}... now)")

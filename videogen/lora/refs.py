@@ -1,8 +1,9 @@
 """`--lora PATH|HUB_ID[:WEIGHT][@high|@low|@both]`: which file, how strongly, and into which expert.
 
 PATH is a local .safetensors file; HUB_ID a Hugging Face Hub repo, `ORG/NAME` (its one .safetensors file) or
-`ORG/NAME/FILE.safetensors`, found through the local Hub cache (videogen/lora/hubref.py). A path that exists wins
-over a Hub id spelled the same. WEIGHT (default 1.0) multiplies the LoRA's delta; 0 is exactly no LoRA.
+`ORG/NAME/FILE.safetensors`, at main, or at a branch, tag or commit: `ORG/NAME@REV[/FILE.safetensors]` (REV
+without `/`), found through the local Hub cache (videogen/lora/hubref.py). A path that exists wins over a Hub id
+spelled the same. WEIGHT (default 1.0) multiplies the LoRA's delta; 0 is exactly no LoRA.
 The expert matters for two-expert models (Wan 2.2 A14B): `high` is the high-noise expert (`transformer`, the
 first steps), `low` the low-noise one (`transformer_2`), `both` (the default) each of them. A one-expert model
 takes only `both`. Examples: `style.safetensors`, `style.safetensors:0.6`, `high.safetensors:1@high`.
@@ -35,13 +36,15 @@ class LoraRef:
     hub_id: str | None = None  # ORG/NAME when named by its Hub repo
     file: str | None = None  # the file's path inside that repo
     revision: str | None = None  # the repo's commit the file came from
+    asked: str | None = None  # the branch, tag or commit named with `@REV` (None: main)
 
     @property
     def name(self) -> str:
-        """How messages and the spec name the LoRA: its absolute path, or ORG/NAME/FILE (ORG/NAME while its one
-        file is not looked up yet)."""
+        """How messages and the spec name the LoRA: its absolute path, or ORG/NAME[@REV]/FILE (ORG/NAME[@REV]
+        while its one file is not looked up yet)."""
         if self.hub_id:
-            return f"{self.hub_id}/{self.file}" if self.file else self.hub_id
+            repo = f"{self.hub_id}@{self.asked}" if self.asked else self.hub_id
+            return f"{repo}/{self.file}" if self.file else repo
         return str(self.path)
 
     def canonical(self) -> str:
@@ -53,7 +56,8 @@ class LoraRef:
 def beside(text: str, folder: Path) -> str:
     """A `--lora` value from a file (preset, prompt file) with its relative path made relative to that file's
     folder, as a preset's `model:` is; a Hub id, an absolute path and the weight and expert stay as written."""
-    body = text.rsplit("@", 1)[0] if "@" in text else text
+    head, at, tail = text.rpartition("@")
+    body = head if at and tail in EXPERTS else text
     head, sep, tail = body.rpartition(":")
     if sep and head and not tail.startswith(("/", "\\")):
         body = head
@@ -78,10 +82,13 @@ def parse_ref(text: str, where: str, resolve: bool = True) -> LoraRef:
     id is only parsed, not looked up (reading a preset or a batch file must not reach the Hub or the cache:
     settings.merge resolves it for a render)."""
     body, expert = text, "both"
-    if "@" in text:
-        body, expert = text.rsplit("@", 1)
-        if expert not in EXPERTS:
-            raise UserError(f"{where}: LoRA '{text}': unknown expert '@{expert}'; use @high, @low or @both")
+    head, at, tail = text.rpartition("@")
+    if at and tail in EXPERTS:
+        body, expert = head, tail
+    elif at and not any(Path(b).expanduser().exists() for b in (text, text.rpartition(":")[0]) if b) \
+            and not names_a_revision(text):
+        raise UserError(f"{where}: LoRA '{text}': unknown expert '@{tail}'; use @high, @low or @both (a Hub "
+                        f"revision goes after the repo: ORG/NAME@REV/FILE.safetensors)")
     weight = 1.0
     head, sep, tail = body.rpartition(":")
     if sep and head and not tail.startswith(("/", "\\")):  # a trailing ":WEIGHT" (not a Windows drive letter)
@@ -100,13 +107,13 @@ def parse_ref(text: str, where: str, resolve: bool = True) -> LoraRef:
     if hub_parts is not None:
         from videogen.lora import hubref
 
-        repo_id, file = hub_parts
+        repo_id, file, asked = hub_parts
         if file is not None and not file.endswith(".safetensors"):
             raise UserError(f"{where}: LoRA '{body}': only .safetensors LoRA files are loaded")
         if not resolve:
-            return LoraRef(Path(body), weight, expert, repo_id, file)
-        found = hubref.resolve(repo_id, file, where)
-        return LoraRef(found.path, weight, expert, found.repo_id, found.file, found.commit)
+            return LoraRef(Path(body), weight, expert, repo_id, file, asked=asked)
+        found = hubref.resolve(repo_id, file, asked, where)
+        return LoraRef(found.path, weight, expert, found.repo_id, found.file, found.commit, asked)
     if path.suffix != ".safetensors":
         raise UserError(f"{where}: LoRA '{body}': only .safetensors LoRA files are loaded")
     if not path.is_file():
@@ -114,18 +121,48 @@ def parse_ref(text: str, where: str, resolve: bool = True) -> LoraRef:
     return LoraRef(path.resolve(), weight, expert)
 
 
-def hub_id_of(body: str) -> tuple[str, str | None] | None:
-    """`ORG/NAME` or `ORG/NAME/FILE` -> (repo id, file or None); None for what can only be a path."""
+def pin(text: str, entries: list[Any], where: str) -> str:
+    """A run record's `--lora` value naming a Hub LoRA, pinned to the commit its entry in the record says the run
+    used (`ORG/NAME@COMMIT/FILE`), so that a rerun renders that file even after the repo has moved on."""
+    from videogen.hub import COMMIT
+
+    ref = parse_ref(text, where, resolve=False)
+    if ref.hub_id is None:
+        return text
+    found = {(str(e.get("file")), str(e.get("revision"))) for e in entries if isinstance(e, dict)
+             and e.get("hub_id") == ref.hub_id and (ref.file is None or e.get("file") == ref.file)}
+    if len(found) != 1 or not COMMIT.match(next(iter(found))[1]):
+        return text
+    file, commit = found.pop()
+    return LoraRef(ref.path, ref.weight, ref.expert, ref.hub_id, file, asked=commit).canonical()
+
+
+def hub_id_of(body: str) -> tuple[str, str | None, str | None] | None:
+    """`ORG/NAME[@REV]` or `ORG/NAME[@REV]/FILE` -> (repo id, file or None, revision or None); None for what can
+    only be a path."""
     from videogen.loading import HUB_ID
 
     if body.startswith((".", "/", "~", "\\")) or "\\" in body:
         return None
     parts = body.split("/")
-    if len(parts) < 2 or not HUB_ID.match("/".join(parts[:2])) or "" in parts:
+    if len(parts) < 2 or "" in parts:
         return None
+    name, at, asked = parts[1].partition("@")
+    if at and (not asked or "@" in asked or ":" in asked):
+        return None
+    if not HUB_ID.match(f"{parts[0]}/{name}") or any("@" in p for p in [parts[0], *parts[2:]]):
+        return None
+    repo_id = f"{parts[0]}/{name}"
     if len(parts) == 2:
-        return None if parts[1].lower().endswith(FILE_SUFFIXES) else (body, None)
-    return "/".join(parts[:2]), "/".join(parts[2:])
+        return None if name.lower().endswith(FILE_SUFFIXES) else (repo_id, None, asked or None)
+    return repo_id, "/".join(parts[2:]), asked or None
+
+
+def names_a_revision(text: str) -> bool:
+    """Whether `text` (a `--lora` value without its expert) is a Hub id with `@REV`, with or without :WEIGHT."""
+    head, sep, tail = text.rpartition(":")
+    bodies = [text, head] if sep and tail.lstrip("+-").replace(".", "", 1).isdigit() else [text]
+    return any((parts := hub_id_of(b)) is not None and parts[2] is not None for b in bodies)
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
