@@ -161,7 +161,10 @@ def hub_id_of(body: str) -> tuple[str, str | None, str | None] | None:
 def names_a_revision(text: str) -> bool:
     """Whether `text` (a `--lora` value without its expert) is a Hub id with `@REV`, with or without :WEIGHT."""
     head, sep, tail = text.rpartition(":")
-    bodies = [text, head] if sep and tail.lstrip("+-").replace(".", "", 1).isdigit() else [text]
+    try:
+        bodies = [text, head] if sep and float(tail) == float(tail) else [text]
+    except ValueError:
+        bodies = [text]
     return any((parts := hub_id_of(b)) is not None and parts[2] is not None for b in bodies)
 
 
