@@ -90,7 +90,7 @@ class RenderSpec:
                                           "1,0.75,0.5,0.25 (sets --steps).")
     # Not an engine field: an engine switches LoRAs between renders without reloading the base weights.
     loras: tuple[str, ...] = _f((), "LoRA .safetensors file or Hugging Face Hub repo (ORG/NAME, or ORG/NAME/FILE "
-                                "for a repo of several), repeatable: PATH, PATH:WEIGHT (default 1) or "
+                                "for a repo of several; ORG/NAME@REV for a branch, tag or commit), repeatable: PATH, PATH:WEIGHT (default 1) or "
                                 "PATH:WEIGHT@EXPERT, EXPERT high, low or both (default; Wan 2.2 A14B's two experts).")
     # Engine options: they change speed and memory, and (for dtype, device, cache, quantize) the output.
     device: str = _f("auto", "auto | cpu | cuda | cuda:N", kind=ENGINE)

@@ -32,12 +32,13 @@ def prompts(n: int, seed: int = 7) -> list[tuple[W.Scene, bool]]:
 
 
 def evaluate(n: int, model: str = MODEL, guidances: tuple[float | None, ...] = (None, 1.0),
-             i2v: bool = True) -> dict[str, dict[str, list[bool]]]:
+             i2v: bool = True, steps: int | None = None) -> dict[str, dict[str, list[bool]]]:
     import imageio.v3 as iio
 
     import videogen
 
     session = videogen.load(model)
+    fixed = {"steps": steps} if steps is not None else {}  # None: the model's default
     table: dict[str, dict[str, list[bool]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     scenes = prompts(n)
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,7 +46,7 @@ def evaluate(n: int, model: str = MODEL, guidances: tuple[float | None, ...] = (
         for i, (scene, held) in enumerate(scenes):
             half = "held-out" if held else "seen"
             for g in guidances:
-                settings = {"seed": 1000 + i} | ({"guidance": g} if g is not None else {})
+                settings = {"seed": 1000 + i} | fixed | ({"guidance": g} if g is not None else {})
                 r = session.generate(scene.caption(), out, overwrite=True, **settings)
                 row = f"{half}, guidance {'default' if g is None else g}"
                 for k, ok in O.score(scene, O.read(r.frames)).items():
@@ -55,7 +56,7 @@ def evaluate(n: int, model: str = MODEL, guidances: tuple[float | None, ...] = (
                 truth, tracks = W.render(scene, W.FRAMES, rng)
                 image = Path(tmp) / "first.png"
                 iio.imwrite(image, truth[0])
-                r = session.generate(scene.caption(), out, overwrite=True, seed=1000 + i, image=str(image))
+                r = session.generate(scene.caption(), out, overwrite=True, seed=1000 + i, image=str(image), **fixed)
                 bg, seen = O.read(r.frames)
                 row = f"{half}, image-to-video"
                 for k, ok in O.score(scene, (bg, seen)).items():
@@ -88,10 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default=MODEL)
     ap.add_argument("--report", type=Path)
     ap.add_argument("--no-i2v", action="store_true")
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     args = ap.parse_args(argv)
     t0 = time.time()
-    text = report(evaluate(args.n, args.model, i2v=not args.no_i2v))
-    text += f"\n\n{args.n} prompts, {args.model}, {time.time() - t0:.0f} s\n"
+    text = report(evaluate(args.n, args.model, i2v=not args.no_i2v, steps=args.steps))
+    steps = f", {args.steps} steps" if args.steps else ""
+    text += f"\n\n{args.n} prompts, {args.model}{steps}, {time.time() - t0:.0f} s\n"
     print(text)
     if args.report:
         args.report.write_text(text)
