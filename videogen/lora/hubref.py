@@ -11,6 +11,7 @@ files the cache holds.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,21 +141,20 @@ def download(repo_id: str, file: str | None, where: str = "videogen download", p
 def resolve(repo_id: str, file: str | None, revision: str | None, where: str) -> HubLora:
     key = (repo_id, file, revision)
     if key not in _RESOLVED:
-        pinned = revision is not None and hub.COMMIT.match(revision) is not None
-        if hub.offline():
-            found = from_cache(repo_id, file, where, revision)
-        else:
-            try:  # a commit already cached cannot have changed: no need to ask the Hub
-                found = from_cache(repo_id, file, where, revision) if pinned else None
-            except UserError:
-                found = None
-            if found is None:
-                try:
-                    found = download(repo_id, file, where, revision=revision)
-                except RenderError as e:  # no network: a cached copy still serves
-                    try:
-                        found = from_cache(repo_id, file, where, revision)
-                    except UserError:
-                        raise e from None
-        _RESOLVED[key] = found
+        _RESOLVED[key] = find(repo_id, file, revision, where)
     return _RESOLVED[key]
+
+
+def find(repo_id: str, file: str | None, revision: str | None, where: str) -> HubLora:
+    if hub.offline():
+        return from_cache(repo_id, file, where, revision)
+    if revision is not None and hub.COMMIT.match(revision):
+        with contextlib.suppress(UserError):  # a commit already cached cannot have changed: no Hub question
+            return from_cache(repo_id, file, where, revision)
+    try:
+        return download(repo_id, file, where, revision=revision)
+    except RenderError as e:  # no network: a cached copy still serves
+        try:
+            return from_cache(repo_id, file, where, revision)
+        except UserError:
+            raise e from None
