@@ -61,21 +61,20 @@ def choose(repo_id: str, file: str | None, files: list[str], where: str, held: s
 
 def from_cache(repo_id: str, file: str | None, where: str, revision: str | None = None) -> HubLora:
     folder = hub.repo_folder(repo_id)
-    what = label(repo_id, file, revision)
+    how = "HF_HUB_OFFLINE is set" if hub.offline() else "the Hub cannot be reached"
+    fetch = f"{hint(repo_id, file, revision)} on a machine with network"
     if revision is not None and hub.COMMIT.match(revision):
         commit = revision
     else:
         ref = folder / "refs" / (revision or "main")
         if not ref.is_file():
-            how = "HF_HUB_OFFLINE is set" if hub.offline() else "the Hub cannot be reached"
-            raise UserError(f"{where}: LoRA '{what}' is not in the Hugging Face cache ({hub.cache_dir()}) and "
-                            f"{how}; {hint(repo_id, file, revision)} on a machine with network")
+            raise UserError(f"{where}: LoRA '{label(repo_id, file, revision)}' is not in the Hugging Face cache "
+                            f"({hub.cache_dir()}) and {how}; {fetch}")
         commit = ref.read_text(encoding="utf-8").strip()
     snap = folder / "snapshots" / commit
     if not snap.is_dir():
-        how = "HF_HUB_OFFLINE is set" if hub.offline() else "the Hub cannot be reached"
-        raise UserError(f"{where}: LoRA '{what}': commit {commit[:12]} is not in the Hugging Face cache "
-                        f"({hub.cache_dir()}) and {how}; {hint(repo_id, file, revision)} on a machine with network")
+        raise UserError(f"{where}: LoRA '{label(repo_id, file, revision)}': commit {commit[:12]} is not in the "
+                        f"Hugging Face cache ({hub.cache_dir()}) and {how}; {fetch}")
     files = sorted(p.relative_to(snap).as_posix() for p in snap.rglob(f"*{SUFFIX}"))
     name = choose(repo_id, file, files, where, f"the cached snapshot {commit[:12]} holds",
                   f"; {hint(repo_id, file, revision)}", revision)
