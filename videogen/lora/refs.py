@@ -43,8 +43,9 @@ class LoraRef:
         """How messages and the spec name the LoRA: its absolute path, or ORG/NAME[@REV]/FILE (ORG/NAME[@REV]
         while its one file is not looked up yet)."""
         if self.hub_id:
-            repo = f"{self.hub_id}@{self.asked}" if self.asked else self.hub_id
-            return f"{repo}/{self.file}" if self.file else repo
+            from videogen.lora.hubref import label
+
+            return label(self.hub_id, self.file, self.asked)
         return str(self.path)
 
     def canonical(self) -> str:
