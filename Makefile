@@ -12,6 +12,7 @@ $(BIN)/videogen: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/reference 'peft>=0.17,<1'
 	touch $@
 
 install: $(BIN)/videogen

@@ -13,6 +13,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 # `videogen` subprocess a test starts, so in-process and subprocess renders compute alike.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# peft (diffusers' own LoRA loader, the reference the LoRA tests compare with) is installed beside the venv's
+# site-packages (`make install`), on this process's path only: a `videogen` subprocess sees what a user's install has,
+# and does not pay peft's import (diffusers imports it whenever it is installed).
+REFERENCE = Path(sys.prefix) / "reference"
+if REFERENCE.is_dir():
+    sys.path.append(str(REFERENCE))
+
 from tiny import save_tiny_wan  # noqa: E402
 
 
@@ -66,3 +73,4 @@ def tiny_ltx2_3(tmp_path_factory) -> Path:
     from tiny_ltx2 import save_tiny_ltx2
 
     return save_tiny_ltx2(tmp_path_factory.mktemp("models") / "tiny-ltx2.3", version="2.3")
+

@@ -70,18 +70,18 @@ def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun
     except UserError as e:
         raise UserError(str(e) if model_from.startswith("--") else f"{model_from}: {e}") from None
     spec = resolve_spec(absolute_inputs(spec), info)  # sizes, frames and images checked before any weight is read
-    from videogen.engine import resolve_device, resolve_dtype
-
-    try:
-        resolve_dtype(spec.dtype, resolve_device(spec.device))
-    except UserError as e:
-        raise UserError(relabel(str(e), spec)) from None
     if rerun is not None and model_from.startswith("run record"):
         compare_with_record(info, rerun, allow_different_model)
     if rerun is not None:
         from videogen.clips import check_unchanged
 
         check_unchanged(rerun.inputs, spec, rerun.where)
+    from videogen.engine import resolve_device, resolve_dtype  # the first check that needs torch
+
+    try:
+        resolve_dtype(spec.dtype, resolve_device(spec.device))
+    except UserError as e:
+        raise UserError(relabel(str(e), spec)) from None
     if output is None:
         output = default_output(spec.prompt, spec.seed)
         check_output(output, overwrite)
@@ -90,7 +90,7 @@ def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun
 
 def compare_with_record(info: ModelInfo, rerun: Rerun, allow_different_model: bool) -> None:
     """A rerun must use the model the record was made with; library versions that differ are a warning."""
-    from videogen.engine import versions
+    from videogen.resolve import versions
 
     now = info.source
     if rerun.fingerprint is not None and now.fingerprint != rerun.fingerprint:

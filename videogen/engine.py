@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -14,11 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-import videogen
 from videogen import loading
 from videogen.errors import RenderError, UserError
 from videogen.families import Family
-from videogen.resolve import ModelInfo, inspect_model, lora_infos, relabel, resolve_spec
+from videogen.resolve import ModelInfo, inspect_model, lora_infos, relabel, resolve_spec, versions
 from videogen.sampling import StepCallback, finite, sample
 from videogen.spec import ENGINE_FIELDS, RenderSpec
 
@@ -54,14 +52,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     return DTYPES[name]
-
-
-def versions() -> dict[str, str]:
-    import diffusers
-    import transformers
-
-    return {"videogen": videogen.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version()}
 
 
 def denormals_flushed() -> bool:

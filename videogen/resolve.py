@@ -5,12 +5,14 @@ Everything here reads configs and files only (no weights, no torch), so that a r
 
 from __future__ import annotations
 
+import platform
 import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import videogen
 from videogen import loading
 from videogen.errors import UserError
 from videogen.families import Family, family_for
@@ -26,6 +28,15 @@ class ModelInfo:
     index: dict[str, Any]
     family: type[Family]
     geometry: Geometry
+
+
+def versions() -> dict[str, str]:
+    """The versions a run record names, read from the installed packages' metadata (importing diffusers to ask
+    would cost a rerun's checks seconds before they could refuse anything)."""
+    from importlib.metadata import version
+
+    return {"videogen": videogen.__version__, **{name: version(name) for name in ("torch", "diffusers", "transformers")},
+            "python": platform.python_version()}
 
 
 def inspect_model(ref: str, revision: str | None = None, variant: str | None = None) -> ModelInfo:
