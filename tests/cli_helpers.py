@@ -32,6 +32,27 @@ def run_inprocess(capsys, *args: str) -> Run:
     return Run(code, cap.out, cap.err)
 
 
+def run_here(*args: str) -> Run:
+    """The entry point in this process, stderr captured: for a test's control run (e.g. that a folder fails at
+    loading), not for the behaviour a test is about, which goes through `run_cli`."""
+    import contextlib
+    import io
+
+    from videogen.cli.main import main
+
+    old, err = sys.argv, io.StringIO()
+    sys.argv = ["videogen", *map(str, args)]
+    try:
+        with contextlib.redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.argv = old
+    return Run(code, "", err.getvalue())
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120,
             input: str | None = None) -> Run:
     exe = Path(sys.executable).with_name("videogen")

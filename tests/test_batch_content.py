@@ -121,11 +121,9 @@ def fill(disk: Path) -> Path:
 
 
 def test_a_full_disk_stops_the_batch_with_one_line(tiny_wan, small_disk, tmp_path):
-    (tmp_path / "p.txt").write_text("a red cat\n")
-    args = ["batch", tmp_path / "p.txt", "-o", small_disk / "out", "-q", *tiny_args(tiny_wan)]
-    assert run_cli(*args, env=ENV).code == 0
-    filler = fill(small_disk)
     (tmp_path / "p.txt").write_text("a red cat\na blue dog\na green square\na white circle\n")
+    args = ["batch", tmp_path / "p.txt", "-o", small_disk / "out", "-q", *tiny_args(tiny_wan)]
+    filler = fill(small_disk)
     res = run_cli(*args, env=ENV, timeout=300)
     assert res.code == 1, res.err
     full = [line for line in res.err.splitlines() if "no space left" in line.lower()]

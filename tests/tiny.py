@@ -119,7 +119,7 @@ def assert_refused_before_loading(folder: Path, tmp_path: Path, geometry: list[s
                                   expected: str) -> None:
     """`videogen generate` on a weightless copy of `folder` with `flags` exits 2 with `expected` on stderr and
     writes nothing; without `flags` the same command gets as far as loading (and fails there)."""
-    from cli_helpers import run_cli
+    from cli_helpers import run_cli, run_here
 
     bare = without_weights(folder, tmp_path / "bare-model")
     out = tmp_path / "x.mp4"
@@ -129,7 +129,7 @@ def assert_refused_before_loading(folder: Path, tmp_path: Path, geometry: list[s
     assert expected in refused.err and "Traceback" not in refused.err, refused.err
     assert not out.exists()
     key = (str(folder), tuple(geometry))
-    if key not in _LOADS:  # the same control for every refusal of a folder: one start-up of torch, not one each
-        _LOADS[key] = run_cli(*args)
+    if key not in _LOADS:  # the control, once per folder and in this process (torch is already imported here)
+        _LOADS[key] = run_here(*args)
     loads = _LOADS[key]
-    assert loads.code != 0 and expected not in loads.err
+    assert loads.code == 1 and expected not in loads.err, loads.err  # 1: failed at loading, not refused (2)
