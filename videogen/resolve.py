@@ -112,6 +112,10 @@ def _check_resolved(spec: RenderSpec, info: ModelInfo) -> None:
         raise UserError(f"{info.family.name} model: " + "; ".join(problems))
     if not spec.prompt.strip():
         raise UserError("the prompt is empty")
+    from videogen import step_cache
+
+    needs_blocks = spec.cache in step_cache.NEEDS_TWO_BLOCKS
+    step_cache.check(spec, info.family.block_count(info.source.path) if needs_blocks else None)
     lora_infos(spec, info)  # every LoRA read and matched against the checkpoint before any weight is loaded
 
 

@@ -8,12 +8,13 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from videogen.errors import UserError
 from videogen.spec import RenderSpec
+
+if TYPE_CHECKING:  # `check` runs before loading, where torch is not imported yet
+    import torch
 
 # Caches whose one knob is a threshold; the others take their diffusers defaults.
 THRESHOLDS = {"fbc": 0.05, "mag": 0.06}
@@ -42,6 +43,7 @@ def _calibration_hook() -> type:
 
     diffusers' own calibration mode prints its ratios on stdout and forgets them; this keeps them.
     """
+    import torch
     from diffusers.hooks import ModelHook
     from diffusers.hooks.hooks import BaseState, StateManager
 
@@ -207,6 +209,7 @@ class Options:
 
     def _probe_timesteps(self) -> None:
         """PAB asks "which timestep is this?" through a callback; a hook on the transformer's input answers it."""
+        import torch
         from diffusers.hooks import HookRegistry, ModelHook
 
         slot = self._timestep
@@ -245,6 +248,8 @@ class Options:
 
 
 def _blocks(transformer: torch.nn.Module, names: tuple[str, ...]) -> torch.nn.ModuleList:
+    import torch
+
     for name in names:
         blocks = getattr(transformer, name, None)
         if isinstance(blocks, torch.nn.ModuleList) and len(blocks):
