@@ -293,3 +293,17 @@ def test_errors_name_where_a_value_came_from(tmp_path, tiny_wan_tubelet):
     assert f"height 20 (preset {preset}, key 'height')" in line and "--height" not in line
     line = one_error_line(run_cli("generate", "a cat", "-p", preset, "--height", "24", env=env, cwd=tmp_path))
     assert "--height 24" in line
+
+
+def test_weight_files_without_the_models_tensors_are_one_line_naming_the_component(tmp_path, tiny_wan):
+    """Whole safetensors files that hold none of the model's tensors (a mismatched or broken download): one line
+    naming the component and a missing tensor, exit 2, no output (it once failed on a meta-tensor copy)."""
+    from tiny import without_weights
+
+    bare = without_weights(tiny_wan, tmp_path / "model")
+    out = tmp_path / "x.mp4"
+    line = one_error_line(run_cli("generate", "a cat", "-m", bare, "--frames", "5", "--height", "16", "--width",
+                                  "16", "-q", "-o", out, env=user_env(tmp_path), cwd=tmp_path))
+    assert line.startswith(f"error: {bare}: component '") and "its weight files lack " in line, line
+    assert "meta" not in line
+    assert not [name for name in files_under(tmp_path) if "x.mp4" in name]  # no output, no partial file

@@ -132,4 +132,4 @@ def assert_refused_before_loading(folder: Path, tmp_path: Path, geometry: list[s
     if key not in _LOADS:  # the control, once per folder and in this process (torch is already imported here)
         _LOADS[key] = run_here(*args)
     loads = _LOADS[key]
-    assert loads.code == 1 and expected not in loads.err, loads.err  # 1: failed at loading, not refused (2)
+    assert loads.code == 2 and "its weight files lack" in loads.err and expected not in loads.err, loads.err

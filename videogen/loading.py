@@ -199,8 +199,24 @@ def load_component(path: Path, name: str, library: str, cls_name: str, dtype: An
     if library == "transformers":
         kwargs["trust_remote_code"] = False
     try:
-        return cls.from_pretrained(sub, **kwargs)
+        component = cls.from_pretrained(sub, **kwargs)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: cannot load component '{name}': {first}") from None
+    check_all_loaded(component, path, name)
+    return component
+
+
+def check_all_loaded(component: Any, path: Path, name: str) -> None:
+    """A weight file that lacks some of the model's tensors leaves them on the meta device (no data), which would
+    fail much later with a message about meta tensors; say here which component and which tensor."""
+    import itertools
+
+    if not hasattr(component, "named_parameters"):
+        return
+    tensors = itertools.chain(component.named_parameters(), component.named_buffers())
+    missing = [key for key, t in tensors if t.is_meta]
+    if missing:
+        raise UserError(f"{path}: component '{name}': its weight files lack {len(missing)} of its tensors (first: "
+                        f"{missing[0]}); an incomplete download or the files of another model?")
 
