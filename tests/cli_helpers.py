@@ -16,18 +16,23 @@ class Run:
     err: str
 
 
-def run_inprocess(capsys, *args: str) -> Run:
+def exit_code_of_main(*args: str) -> int:
+    """Run the entry point in this process with `args` and return its exit code."""
     from videogen.cli.main import main
 
     old = sys.argv
     sys.argv = ["videogen", *map(str, args)]
     try:
         main()
-        code = 0
+        return 0
     except SystemExit as e:
-        code = int(e.code or 0)
+        return int(e.code or 0)
     finally:
         sys.argv = old
+
+
+def run_inprocess(capsys, *args: str) -> Run:
+    code = exit_code_of_main(*args)
     cap = capsys.readouterr()
     return Run(code, cap.out, cap.err)
 
@@ -38,18 +43,9 @@ def run_here(*args: str) -> Run:
     import contextlib
     import io
 
-    from videogen.cli.main import main
-
-    old, err = sys.argv, io.StringIO()
-    sys.argv = ["videogen", *map(str, args)]
-    try:
-        with contextlib.redirect_stderr(err):
-            main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = old
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = exit_code_of_main(*args)
     return Run(code, "", err.getvalue())
 
 
