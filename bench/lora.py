@@ -62,7 +62,7 @@ def measure(name: str, model: Path, work: Path, repeats: int) -> dict[str, objec
                       loras=(str(a),))
     info = inspect_model(str(model))
     components = [c for c in ("transformer", "transformer_2") if (model / c).is_dir()]
-    infos = {str(p): resolve((str(p),), info.source.path, components, info.family.name) for p in (a, b)}
+    infos = {str(p): resolve((str(p),), info.source.path, components, info.family, "") for p in (a, b)}
     engine = Engine.load(spec)
     state = engine.loras
     modules = infos[str(a)][0].modules

@@ -196,15 +196,17 @@ def test_ltx_original_names_equal_their_diffusers_conversion(ltx, tmp_path):
 # --- families without a LoRA loader ------------------------------------------------------------------------------
 
 
-def test_the_families_without_a_diffusers_lora_loader_are_exactly_hunyuanvideo_1_5():
-    """What the refusal below rests on: every pipeline a family drives loads LoRAs in diffusers, except
-    HunyuanVideo 1.5's (diffusers 0.42 gives it no loader)."""
-    from videogen.families import FAMILIES
-    from videogen.lora import has_lora_loader
+def test_each_family_declares_whether_diffusers_loads_loras_for_its_pipelines():
+    """What the refusal below rests on: a family's `loras` says whether every pipeline it drives has diffusers'
+    LoRA loader (diffusers 0.42 gives HunyuanVideo 1.5 none); a new diffusers that changes that fails here."""
+    import diffusers
 
-    without = {p for f in FAMILIES for p in f.pipelines if not has_lora_loader(p)}
-    assert without == {"HunyuanVideo15Pipeline", "HunyuanVideo15ImageToVideoPipeline"}
-    assert has_lora_loader("MochiPipeline") and has_lora_loader("WanPipeline")
+    from videogen.families import FAMILIES
+
+    for family in FAMILIES:
+        loaders = {p: hasattr(getattr(diffusers, p), "load_lora_weights") for p in family.pipelines}
+        assert set(loaders.values()) == {family.loras}, (family.__name__, loaders)
+    assert {f.title for f in FAMILIES if not f.loras} == {"HunyuanVideo 1.5"}
 
 
 def test_a_family_without_a_lora_loader_is_refused_before_loading(tiny_wan, tmp_path):

@@ -295,15 +295,50 @@ def test_errors_name_where_a_value_came_from(tmp_path, tiny_wan_tubelet):
     assert "--height 24" in line
 
 
-def test_weight_files_without_the_models_tensors_are_one_line_naming_the_component(tmp_path, tiny_wan):
-    """Whole safetensors files that hold none of the model's tensors (a mismatched or broken download): one line
-    naming the component and a missing tensor, exit 2, no output (it once failed on a meta-tensor copy)."""
-    from tiny import without_weights
+def without_tensor(folder: Path, into: Path, component: str, key: str, rename: str | None = None) -> Path:
+    """A copy of a model folder whose `component` weight file lacks the tensor `key` (or holds it as `rename`)."""
+    from safetensors.torch import load_file, save_file
 
-    bare = without_weights(tiny_wan, tmp_path / "model")
+    shutil.copytree(folder, into)
+    (weights,) = (into / component).glob("*.safetensors")
+    tensors = load_file(weights)
+    tensor = tensors.pop(key)
+    if rename is not None:
+        tensors[rename] = tensor
+    save_file(tensors, weights, metadata={"format": "pt"})
+    return into
+
+
+@pytest.mark.parametrize("component, key", [
+    ("text_encoder", "encoder.block.1.layer.1.DenseReluDense.wo.weight"),  # transformers: filled at random
+    ("transformer", "blocks.1.ffn.net.2.bias"),  # diffusers: left on the meta device
+])
+def test_a_weight_file_without_one_tensor_is_one_line_naming_the_component_and_tensor(tmp_path, tiny_wan,
+                                                                                      component, key):
+    """A weight file that lacks one of its model's tensors (an incomplete or mismatched download): one line
+    naming the component and the tensor, exit 2, no output. Neither library fails on it by itself: diffusers
+    leaves the tensor without data (a meta-tensor error much later), transformers fills it with random values."""
+    broken = without_tensor(tiny_wan, tmp_path / "model", component, key)
     out = tmp_path / "x.mp4"
-    line = one_error_line(run_cli("generate", "a cat", "-m", bare, "--frames", "5", "--height", "16", "--width",
-                                  "16", "-q", "-o", out, env=user_env(tmp_path), cwd=tmp_path))
-    assert line.startswith(f"error: {bare}: component '") and "its weight files lack " in line, line
-    assert "meta" not in line
+    r = run_cli("generate", "a cat", "-m", broken, "--frames", "5", "--height", "16", "--width", "16", "--steps", "1",
+                "-q", "-o", out, env=user_env(tmp_path), cwd=tmp_path)
+    line = one_error_line(r)
+    assert r.code == 2
+    assert line == (f"error: {broken}: component '{component}': its weight files lack 1 of its tensors (first: "
+                    f"{key}); an incomplete download or the files of another model?"), line
     assert not [name for name in files_under(tmp_path) if "x.mp4" in name]  # no output, no partial file
+
+
+def test_a_text_encoder_stored_under_its_tied_name_loads(tmp_path, tiny_wan):
+    """The check above must not refuse a real model: a T5 encoder file holding its embedding as
+    `encoder.embed_tokens.weight` instead of `shared.weight` (the two are one tensor) loads, with that tensor."""
+    from safetensors.torch import load_file
+
+    from videogen.loading import load_component
+
+    folder = without_tensor(tiny_wan, tmp_path / "model", "text_encoder", "shared.weight",
+                            rename="encoder.embed_tokens.weight")
+    encoder = load_component(folder, "text_encoder", "transformers", "UMT5EncoderModel")
+    stored = load_file(tiny_wan / "text_encoder" / "model.safetensors")["shared.weight"]
+    assert encoder.shared.weight.data_ptr() == encoder.encoder.embed_tokens.weight.data_ptr()
+    assert bool((encoder.shared.weight == stored).all())

@@ -196,26 +196,36 @@ def load_component(path: Path, name: str, library: str, cls_name: str, dtype: An
         kwargs["variant"] = variant
     if dtype is not None:
         kwargs["torch_dtype"] = dtype
+    # transformers fills tensors its files lack with random values (and says so in a log videogen quiets); it
+    # reports them, after its own tying and key conversions, when asked for its loading info
+    reports = isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)
     if library == "transformers":
         kwargs["trust_remote_code"] = False
+    if reports:
+        kwargs["output_loading_info"] = True
     try:
         component = cls.from_pretrained(sub, **kwargs)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: cannot load component '{name}': {first}") from None
-    check_all_loaded(component, path, name)
+    not_in_files: list[str] = []
+    if reports:
+        component, info = component
+        not_in_files = sorted(info.get("missing_keys") or ())
+    check_all_loaded(component, path, name, not_in_files)
     return component
 
 
-def check_all_loaded(component: Any, path: Path, name: str) -> None:
-    """A weight file that lacks some of the model's tensors leaves them on the meta device (no data), which would
-    fail much later with a message about meta tensors; say here which component and which tensor."""
+def check_all_loaded(component: Any, path: Path, name: str, not_in_files: list[str] | None = None) -> None:
+    """A weight file that lacks some of the model's tensors leaves them on the meta device (diffusers: no data,
+    which would fail much later with a message about meta tensors) or at random values (transformers, which lists
+    them as `not_in_files`): say here which component and which tensor."""
     import itertools
 
     if not hasattr(component, "named_parameters"):
         return
     tensors = itertools.chain(component.named_parameters(), component.named_buffers())
-    missing = [key for key, t in tensors if t.is_meta]
+    missing = list(not_in_files or ()) + [key for key, t in tensors if t.is_meta and key not in (not_in_files or ())]
     if missing:
         raise UserError(f"{path}: component '{name}': its weight files lack {len(missing)} of its tensors (first: "
                         f"{missing[0]}); an incomplete download or the files of another model?")

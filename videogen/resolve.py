@@ -137,8 +137,8 @@ def lora_infos(spec: RenderSpec, info: ModelInfo) -> list[Any]:
         return []
     from videogen import lora
 
-    return lora.resolve(spec.loras, info.source.path, list(loading.components(info.index)), info.family.name,
-                        str(info.index.get("_class_name", "")), info.family.title)
+    return lora.resolve(spec.loras, info.source.path, list(loading.components(info.index)), info.family,
+                        str(info.index.get("_class_name", "")))
 
 
 def check_images(spec: RenderSpec, info: ModelInfo) -> None:

@@ -132,6 +132,10 @@ class Family(ABC):
     inputs: ClassVar[frozenset[str]] = frozenset()
     required_inputs: ClassVar[frozenset[str]] = frozenset()
     sound: ClassVar[bool] = False  # whether its models make a sound track (`decode_audio`)
+    # Whether its diffusers pipelines load LoRAs (a LoraLoaderMixin): a LoRA's key formats, the modules it may touch
+    # and the reference for parity come from that loader, so a family without one takes no LoRA. Declared, so that
+    # a refusal costs no import of diffusers' pipelines; tests/test_lora_families.py holds it to diffusers.
+    loras: ClassVar[bool] = True
     # What `videogen plan` needs to know of this family that the configs do not say (a card's "guidance": how the
     # negative prompt runs), merged into the card it reads from a local folder.
     plan_facts: ClassVar[dict[str, Any]] = {}

@@ -94,6 +94,7 @@ class Hunyuan15(Family):
     title = "HunyuanVideo 1.5"
     pipelines = ("HunyuanVideo15Pipeline",)
     tasks = ("t2v",)
+    loras = False  # diffusers' HunyuanVideo 1.5 pipelines have no LoRA loader
     # HunyuanVideo15Pipeline.__call__ defaults; the size is the 16:9 bucket at the transformer's target_size and
     # the guidance the guider config's (both per folder, in `defaults_from`); 24 fps as in the model's examples.
     defaults = Defaults(frames=121, height=480, width=848, steps=50, guidance=6.0, fps=24)

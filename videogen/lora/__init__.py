@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from videogen.errors import UserError
 from videogen.lora.keys import Normalised, check_shapes, checkpoint_tensors, normalise, read_lora
 from videogen.lora.refs import TARGETS, LoraRef, parse_ref, sha256
+
+if TYPE_CHECKING:
+    from videogen.families.base import Family
 
 __all__ = ["LoraInfo", "LoraRef", "check_record", "parse_ref", "record", "resolve"]
 log = logging.getLogger("videogen")
@@ -81,20 +84,13 @@ def inspect(ref: LoraRef, model_path: Path, components: list[str], family: str) 
     return LoraInfo(ref, digest, tuple(have), _CACHE[key])
 
 
-def resolve(loras: tuple[str, ...], model_path: Path, components: list[str], family: str,
-            pipeline: str = "", title: str = "") -> list[LoraInfo]:
-    if loras and pipeline and not has_lora_loader(pipeline):
-        raise UserError(f"--lora: diffusers has no LoRA loader for {title or family} ({pipeline}), so videogen "
+def resolve(loras: tuple[str, ...], model_path: Path, components: list[str], family: type[Family],
+            pipeline: str) -> list[LoraInfo]:
+    """The LoRAs of a render, each found and checked against the model's modules, before loading the model."""
+    if loras and not family.loras:
+        raise UserError(f"--lora: diffusers has no LoRA loader for {family.title} ({pipeline}), so videogen "
                         "takes no LoRA for this model")
-    return [inspect(parse_ref(text, "--lora"), model_path, components, family) for text in loras]
-
-
-def has_lora_loader(pipeline: str) -> bool:
-    """Whether diffusers' pipeline class loads LoRAs (one of its LoraLoaderMixins): the key formats, the modules
-    a LoRA may touch and the reference for parity all come from that loader, so without one no LoRA is taken."""
-    import diffusers
-
-    return hasattr(getattr(diffusers, pipeline, None), "load_lora_weights")
+    return [inspect(parse_ref(text, "--lora"), model_path, components, family.name) for text in loras]
 
 
 def record(infos: list[LoraInfo]) -> list[dict[str, Any]]:
