@@ -224,5 +224,6 @@ def check_value(name: str, value: Any, where: str) -> Any:
     if name in RANGES:
         lo, hi = RANGES[name]
         if not lo <= value <= hi:
-            raise UserError(f"{where}: '{name}' must be between {lo:g} and {hi:g}, not {value!r}")
+            lo_text, hi_text = (f"{x:g}" if isinstance(x, float) else str(x) for x in (lo, hi))
+            raise UserError(f"{where}: '{name}' must be between {lo_text} and {hi_text}, not {value!r}")
     return value

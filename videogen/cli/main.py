@@ -19,6 +19,24 @@ from videogen.cli.batch import batch_command
 from videogen.cli.plan import plan_command
 from videogen.errors import VideogenError
 
+
+def usage_message(e: Any) -> str:
+    """click's own message, except for a flag's value that typer had pydantic check: pydantic's wording names
+    neither the value nor, in its terms, what was expected ("Input should be a valid integer"); say both."""
+    cause = e.__cause__  # a BadParameter (typer's own click, or click) raised from pydantic's ValidationError
+    if not hasattr(e, "param") or not callable(getattr(cause, "errors", None)) or not cause.errors():
+        return e.format_message().strip()
+    error = cause.errors()[0]
+    opts = getattr(e.param, "opts", None)
+    flag = opts[0] if opts else (e.param_hint or "value")
+    if error.get("type") == "value_error" and "error" in error.get("ctx", {}):
+        return f"{flag}: {error['ctx']['error']}"
+    what = {"int_parsing": "an integer", "int_from_float": "an integer", "float_parsing": "a number",
+            "bool_parsing": "true or false"}.get(error.get("type", ""))
+    said = f"must be {what}" if what else str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{flag}: {said}, not {error.get('input')!r}"
+
+
 app = typer.Typer(no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
                   help="Text to video with open latent video diffusion models.")
 
@@ -172,7 +190,7 @@ def main() -> None:
         sys.stderr.write("interrupted\n")
         code = 130
     except click_errors.ClickException as e:
-        message = e.format_message().strip()
+        message = usage_message(e)
         if message:  # bare `videogen` raises one with no message after printing the help
             sys.stderr.write(f"error: {message}\n")
         code = 2
