@@ -48,6 +48,8 @@ def test_doctor_json_reports_the_machine_and_the_cache(tmp_path):
 
     r = videogen("doctor", env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert any(line.split()[:2] == [WAN, "complete"] and "wan2.1-t2v-1.3b" in line for line in r.stdout.splitlines())
-    assert any(line.split()[:2] == [COG, "incomplete"] for line in r.stdout.splitlines())
+    lines = r.stdout.splitlines()
+    assert any(line.split()[:2] == ["complete", WAN] and "wan2.1-t2v-1.3b" in line for line in lines)
+    assert any(line.split()[:2] == ["incomplete", COG] for line in lines)
+    assert "  not cached  genmo/mochi-1-preview  (mochi-1-preview)" in lines
     assert f"fix: run `videogen download {COG}`" in r.stdout

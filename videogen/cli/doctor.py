@@ -153,9 +153,9 @@ def _text(r: dict[str, Any]) -> str:
     lines.append("attention  " + ", ".join(f"{k} {yes[v]}" for k, v in r["attention"].items()))
     c = r["hf_cache"]
     lines.append(f"hf cache   {c['path']} ({c['size_gb']:.2f} GB)")
-    for repo, m in c["models"].items():
+    for repo, m in c["models"].items():  # the state first: repo ids run from 15 to 70 characters
         state = "complete" if m["complete"] else ("incomplete" if m["cached"] else "not cached")
-        lines.append(f"  {repo:<44} {state:<11} {', '.join(m['presets'])}")
+        lines.append(f"  {state:<11} {repo}  ({', '.join(m['presets'])})")
     d = r["output_disk"]
     lines.append(f"outputs    {d['path']}: {d['free_gb']:.1f} GB free")
     if r["problems"]:
