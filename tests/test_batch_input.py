@@ -222,6 +222,16 @@ def test_txt_comments_blank_lines_and_crlf(tmp_path):
                                                                        ("5", "a dog # not a comment")]
 
 
+def test_a_json_line_in_a_txt_file_is_refused_naming_the_line(tmp_path):
+    """A .txt line that is a JSON object is an item meant for a .jsonl file, not a prompt to render as words."""
+    path = write(tmp_path, ".txt", 'a red cat\n{"prompt": "a dog", "seed": 3}\n')
+    with pytest.raises(UserError) as e:
+        b.read_prompt_file(path)
+    assert str(e.value).startswith(f"{path}:2: a JSON object in a .txt file") and ".jsonl" in str(e.value)
+    braces = write(tmp_path, ".txt", "{a cat} in braces\n{}x\n")  # braces alone are words of a prompt
+    assert [e.prompt for e in b.read_prompt_file(braces)] == ["{a cat} in braces", "{}x"]
+
+
 def test_seeds_are_deterministic_and_names_safe(tmp_path):
     entries = [b.Entry("f:1", "../../etc/passwd", {}), b.Entry("f:2", ".hidden " + "long " * 40, {}),
                b.Entry("f:3", "日本語", {}), b.Entry("f:4", "../../etc/passwd", {}),
@@ -313,3 +323,8 @@ def test_refusal_in_a_real_process(tmp_path):
     proc = subprocess.run([str(exe), "batch", str(path), "--dry-run"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr == f"error: {path}:2: 'frames' must be an integer, not 'nine'\n"
+    path = write(tmp_path, ".txt", '{"prompt": "a dog"}\n')
+    proc = subprocess.run([str(exe), "batch", str(path), "-o", str(tmp_path / "out")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {path}:1: a JSON object in a .txt file")
+    assert not (tmp_path / "out").exists()

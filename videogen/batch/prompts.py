@@ -91,8 +91,18 @@ def _parse_txt(path: Path, text: str) -> list[Entry]:
         if not prompt or prompt.startswith("#"):
             continue
         where = f"{path}:{number}"
+        if prompt.startswith("{") and _json_object(prompt):
+            raise UserError(f"{where}: a JSON object in a .txt file, which holds one plain prompt a line; for "
+                            "items with their own settings name the file .jsonl")
         entries.append(Entry(where, check_prompt(prompt, where), {}))
     return entries
+
+
+def _json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def _item(mapping: dict[str, Any], where: str, key_where: Callable[[str], str] | None = None,
