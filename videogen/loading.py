@@ -225,7 +225,8 @@ def check_all_loaded(component: Any, path: Path, name: str, not_in_files: list[s
     if not hasattr(component, "named_parameters"):
         return
     tensors = itertools.chain(component.named_parameters(), component.named_buffers())
-    missing = list(not_in_files or ()) + [key for key, t in tensors if t.is_meta and key not in (not_in_files or ())]
+    reported = list(not_in_files or ())
+    missing = reported + [key for key, t in tensors if t.is_meta and key not in reported]
     if missing:
         raise UserError(f"{path}: component '{name}': its weight files lack {len(missing)} of its tensors (first: "
                         f"{missing[0]}); an incomplete download or the files of another model?")
