@@ -123,7 +123,8 @@ class Family(ABC):
     block_attributes: ClassVar[tuple[str, ...]] = ("transformer_blocks",)
     block_count_keys: ClassVar[tuple[str, ...]] = ("num_layers",)
     vae_float32: ClassVar[bool] = False  # decode in float32 whatever the model's dtype
-    # Components loaded by the base class besides tokenizer, text_encoder, transformer, vae and scheduler.
+    # The torch modules a family loads itself (in its __init__, as attributes of these names) besides the base
+    # class's text_encoder, transformer and vae: offload, compile and dtype reach them through `modules`.
     extra_modules: ClassVar[tuple[str, ...]] = ()
     # Families whose plan hands `spec.sigmas` (an exact schedule) to the scheduler (`new_scheduler` does).
     takes_sigmas: ClassVar[bool] = False
