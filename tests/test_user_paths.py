@@ -329,16 +329,39 @@ def test_a_weight_file_without_one_tensor_is_one_line_naming_the_component_and_t
     assert not [name for name in files_under(tmp_path) if "x.mp4" in name]  # no output, no partial file
 
 
-def test_a_text_encoder_stored_under_its_tied_name_loads(tmp_path, tiny_wan):
-    """The check above must not refuse a real model: a T5 encoder file holding its embedding as
-    `encoder.embed_tokens.weight` instead of `shared.weight` (the two are one tensor) loads, with that tensor."""
-    from safetensors.torch import load_file
+def _tied_name(t: dict) -> dict:  # T5: the embedding under encoder.embed_tokens (one tensor with shared)
+    return {("encoder.embed_tokens.weight" if k == "shared.weight" else k): v for k, v in t.items()}
+
+
+def _causal_lm(t: dict) -> dict:  # Llama saved from LlamaForCausalLM: "model." prefix, lm_head beside
+    return {**{f"model.{k}": v for k, v in t.items()}, "lm_head.weight": t["embed_tokens.weight"].clone()}
+
+
+def _old_clip(t: dict) -> dict:  # CLIP text encoders as long published: "text_model." prefix, position_ids
+    import torch
+
+    ids = torch.arange(t["embeddings.position_embedding.weight"].shape[0])[None]
+    return {**{f"text_model.{k}": v for k, v in t.items()}, "text_model.embeddings.position_ids": ids}
+
+
+@pytest.mark.parametrize("model, component, cls, layout", [
+    ("tiny_wan", "text_encoder", "UMT5EncoderModel", _tied_name),
+    ("tiny_hunyuan", "text_encoder", "LlamaModel", _causal_lm),
+    ("tiny_hunyuan", "text_encoder_2", "CLIPTextModel", _old_clip),
+])
+def test_text_encoders_in_published_layouts_load_every_tensor(tmp_path, request, model, component, cls, layout):
+    """The check above must not refuse a real model: text encoder files laid out as real checkpoints are (tied
+    embeddings stored under the other name, a task model's prefix and head, old extra buffers) load, every tensor
+    of the model from the file."""
+    from safetensors.torch import load_file, save_file
 
     from videogen.loading import load_component
 
-    folder = without_tensor(tiny_wan, tmp_path / "model", "text_encoder", "shared.weight",
-                            rename="encoder.embed_tokens.weight")
-    encoder = load_component(folder, "text_encoder", "transformers", "UMT5EncoderModel")
-    stored = load_file(tiny_wan / "text_encoder" / "model.safetensors")["shared.weight"]
-    assert encoder.shared.weight.data_ptr() == encoder.encoder.embed_tokens.weight.data_ptr()
-    assert bool((encoder.shared.weight == stored).all())
+    folder = tmp_path / "model"
+    shutil.copytree(request.getfixturevalue(model), folder)
+    (weights,) = (folder / component).glob("*.safetensors")
+    tensors = load_file(weights)
+    save_file(layout(tensors), weights, metadata={"format": "pt"})
+    state = load_component(folder, component, "transformers", cls).state_dict()
+    assert set(tensors) <= set(state)
+    assert all(bool((state[k] == v).all()) for k, v in tensors.items())
