@@ -21,14 +21,17 @@ from videogen.errors import VideogenError
 
 
 def usage_message(e: Any) -> str:
-    """click's own message, except for a flag's value that typer had pydantic check: pydantic's wording names
-    neither the value nor, in its terms, what was expected ("Input should be a valid integer"); say both."""
-    cause = e.__cause__  # a BadParameter (typer's own click, or click) raised from pydantic's ValidationError
-    if not hasattr(e, "param") or not callable(getattr(cause, "errors", None)) or not cause.errors():
+    """A bad flag value as `--flag: what is wrong`, naming the value. typer has pydantic check values, whose wording
+    names neither the value nor, in its terms, what was expected ("Input should be a valid integer"); say both.
+    Other command-line errors (an unknown option, a missing argument) keep click's own message."""
+    if type(e).__name__ != "BadParameter" or not getattr(getattr(e, "param", None), "opts", None):
         return e.format_message().strip()
-    error = cause.errors()[0]
-    opts = getattr(e.param, "opts", None)
-    flag = opts[0] if opts else (e.param_hint or "value")
+    flag = e.param.opts[0]
+    cause = e.__cause__  # pydantic's ValidationError, where typer validated with it
+    errors = cause.errors() if callable(getattr(cause, "errors", None)) else []
+    if not errors:
+        return f"{flag}: {e.message}"
+    error = errors[0]
     if error.get("type") == "value_error" and "error" in error.get("ctx", {}):
         return f"{flag}: {error['ctx']['error']}"
     what = {"int_parsing": "an integer", "int_from_float": "an integer", "float_parsing": "a number",
