@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -78,6 +79,45 @@ def test_download_fetches_exactly_the_loaders_files(hub, tmp_path):
     r = videogen("generate", "a red circle", "-m", "org/mini", *MINI_RENDER, "-o", out, env=clean_env(tmp_path / "hf"),
                  cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+
+
+def test_generate_online_checks_the_render_against_the_configs_before_fetching_weights(hub, tmp_path):
+    """`generate` of a Hub model not yet in the cache, online: a render the model cannot take is refused after
+    fetching its configs only (a real model's weights are tens of GB); a render it can take fetches the weights,
+    renders, and records the commit."""
+    env = online_env(tmp_path, hub)
+    out = tmp_path / "clip.mp4"
+    repo = tmp_path / "hf" / "hub" / "models--org--mini"
+    r = videogen("generate", "a red circle", "-m", "org/mini", "--frames", "16", "--height", "32", "--width", "32",
+                 "-o", out, env=env, cwd=tmp_path)
+    line = one_error_line(r)
+    assert "--frames 16" in line and "17" in line, line
+    assert hub.gets("model_index.json") and hub.gets("transformer/config.json")  # the checks read the configs
+    assert not [p for m, p, _ in hub.log if m == "GET" and p.endswith(".safetensors")]  # and nothing else
+    assert not list(repo.rglob("*.safetensors")) and not (repo / "refs" / "main").exists()
+    assert not out.exists()
+
+    r = videogen("generate", "a red circle", "-m", "org/mini", *MINI_RENDER, "-o", out, "--json", env=env,
+                 cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(hub.gets(WEIGHTS)) == 1 and (repo / "refs" / "main").read_text() == COMMIT
+    assert json.loads(r.stdout)["model"]["revision"] == COMMIT
+    assert snapshot_files(tmp_path) == {rel: (MINI / rel).read_bytes() for rel in list_files(MINI)}
+
+
+def test_batch_online_checks_every_item_before_fetching_weights_and_a_dry_run_fetches_none(hub, tmp_path):
+    env = online_env(tmp_path, hub)
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text("- prompt: a red circle\n- prompt: a blue square\n  frames: 16\n")
+    r = videogen("batch", prompts, "-m", "org/mini", "--steps", "2", "-o", tmp_path / "out", env=env, cwd=tmp_path)
+    line = one_error_line(r)
+    assert line.startswith(f"error: {prompts}:2: wan model: frames 16 (set on this line)"), line
+    assert not [p for m, p, _ in hub.log if m == "GET" and p.endswith(".safetensors")]
+    prompts.write_text("- prompt: a red circle\n- prompt: a blue square\n")
+    r = videogen("batch", prompts, "-m", "org/mini", "--steps", "2", "-o", tmp_path / "out", "--dry-run", env=env,
+                 cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert hub.gets("model_index.json") and not [p for m, p, _ in hub.log if m == "GET" and p.endswith(".safetensors")]
 
 
 def test_a_connection_dropped_mid_file_resumes_with_a_range_request(hub, tmp_path):

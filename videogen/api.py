@@ -62,14 +62,24 @@ def prepare(spec: RenderSpec, output: Path | None, overwrite: bool, rerun: Rerun
 
     if output is not None:
         check_output(output, overwrite)  # a bad path is refused before the model is even looked at
-    from videogen.resolve import inspect_model, relabel, resolve_spec
+    from videogen.resolve import inspect_model, lora_infos, relabel, resolve_spec
 
     model_from = spec.extras.get("where", {}).get("model", "--model")
-    try:
-        info = inspect_model(spec.model, spec.revision, spec.variant)
-    except UserError as e:
-        raise UserError(str(e) if model_from.startswith("--") else f"{model_from}: {e}") from None
+
+    def inspect(weights: bool) -> ModelInfo:
+        try:
+            return inspect_model(spec.model, spec.revision, spec.variant, weights)
+        except UserError as e:
+            raise UserError(str(e) if model_from.startswith("--") else f"{model_from}: {e}") from None
+
+    info = inspect(weights=False)  # a Hub model not in the cache: its configs only, so far
     spec = resolve_spec(absolute_inputs(spec), info)  # sizes, frames and images checked before any weight is read
+    if info.source.configs_only:  # the render is possible: now fetch its weights
+        info = inspect(weights=True)
+        try:
+            lora_infos(spec, info)
+        except UserError as e:
+            raise UserError(relabel(str(e), spec)) from None
     if rerun is not None and model_from.startswith("run record"):
         compare_with_record(info, rerun, allow_different_model)
     if rerun is not None:

@@ -172,20 +172,24 @@ def free_space(folder: Path) -> int:
 
 
 def download(repo_id: str, revision: str | None = None, variant: str | None = None,
-             progress: bool = True, announce: bool = True) -> tuple[Path, str, Selection]:
+             progress: bool = True, announce: bool = True, weights: bool = True) -> tuple[Path, str, Selection]:
     """Fetch what a render of repo_id reads into the Hub cache; (snapshot folder, commit, selection).
-    The file count and size go to stderr first (with announce=False only when something is to be fetched)."""
+    The file count and size go to stderr first (with announce=False only when something is to be fetched).
+    weights=False fetches the rest only (configs, tokenizers, weight indexes: what a render is checked against)."""
     from huggingface_hub import hf_hub_download
 
     from videogen.cli.progress import stderr
 
     commit, sel, files = plan_download(repo_id, revision, variant)
     snap = repo_folder(repo_id) / "snapshots" / commit
+    if not weights:  # small files, fetched quietly; the weights' size is announced when they are fetched
+        files = [f for f in files if not f.path.endswith(".safetensors")]
+        announce = progress = False
     todo = [f for f in files if not (snap / f.path).is_file()]
     total, need = sum(f.size for f in files), sum(f.size for f in todo)
     for note in sel.notes if announce else []:  # a render notes the variant when it resolves the folder
         stderr.print(f"note: {note}", highlight=False, soft_wrap=True)
-    if announce or todo:  # a render of a model already complete in the cache says nothing
+    if announce or (todo and weights):  # a render of a model already complete in the cache says nothing
         stderr.print(f"{repo_id} {commit[:12]}: {len(files)} files, {human(total)}"
                      + (f" ({human(need)} to fetch)" if human(need) != human(total) else ""),
                      highlight=False, soft_wrap=True)
@@ -202,7 +206,8 @@ def download(repo_id: str, revision: str | None = None, variant: str | None = No
                 if isinstance(err, RenderError):
                     err = RenderError(f"{err} (while fetching {f.path}; run the same command again to resume)")
                 raise err from None
-    write_ref(repo_id, revision or "main", commit)
+    if weights:  # a ref only ever points at a complete snapshot
+        write_ref(repo_id, revision or "main", commit)
     return snap, commit, sel
 
 

@@ -30,6 +30,9 @@ class ModelSource:
     revision: str | None  # Hub commit, when from the Hub (or a Hub cache snapshot given as a folder)
     fingerprint: str  # sha256 of the files (or of configs and weight headers for large models)
     variant: str | None = None  # weights variant (fp16, bf16) loaded, asked for or the folder's only one
+    # A Hub model resolved with weights=False whose weights are not fetched yet: its configs are here (enough for
+    # every check before loading), its fingerprint is empty; resolve it again with weights=True to fetch them.
+    configs_only: bool = False
 
     def record(self) -> dict[str, Any]:
         return {"ref": self.ref, "path": str(self.path), "hub_id": self.hub_id,
@@ -49,8 +52,10 @@ def builtin_model_path(ref: str = "builtin:mini") -> Path:
     return Path(__file__).resolve().parent / "mini" / BUILTIN_FOLDERS[name]
 
 
-def resolve_model(ref: str, revision: str | None = None, variant: str | None = None) -> ModelSource:
-    """A local folder, the built-in model, or a Hub id (through the local Hub cache), checked complete."""
+def resolve_model(ref: str, revision: str | None = None, variant: str | None = None,
+                  weights: bool = True) -> ModelSource:
+    """A local folder, the built-in model, or a Hub id (through the local Hub cache), checked complete.
+    weights=False: a Hub model that is not in the cache has only its configs fetched (`configs_only`)."""
     if variant is not None and variant not in VARIANTS:
         raise UserError(f"--variant {variant}: unknown weights variant; use one of {', '.join(VARIANTS)}")
     if ref.startswith("builtin:"):
@@ -65,7 +70,7 @@ def resolve_model(ref: str, revision: str | None = None, variant: str | None = N
         if not path.is_dir():
             raise UserError(f"not a model folder (diffusers format is a folder with model_index.json): {ref}")
         return _local(ref, path, variant, revision)
-    return _from_hub(ref, revision, variant)
+    return _from_hub(ref, revision, variant, weights)
 
 
 def _local(ref: str, path: Path, variant: str | None, revision: str | None) -> ModelSource:
@@ -97,7 +102,7 @@ def _source(ref: str, path: Path, hub_id: str | None, revision: str | None, sel:
                        variant=",".join(used) or None)
 
 
-def _from_hub(repo_id: str, revision: str | None, variant: str | None) -> ModelSource:
+def _from_hub(repo_id: str, revision: str | None, variant: str | None, weights: bool = True) -> ModelSource:
     from videogen import hub
     from videogen.errors import RenderError
 
@@ -105,7 +110,10 @@ def _from_hub(repo_id: str, revision: str | None, variant: str | None) -> ModelS
         path, commit = hub.cached_snapshot(repo_id, revision)
     else:
         try:
-            path, commit, _sel = hub.download(repo_id, revision, variant, announce=False)
+            path, commit, sel = hub.download(repo_id, revision, variant, announce=False, weights=weights)
+            if not all((path / f).is_file() for f in sel.files):
+                _VARIANTS[path] = sel.variants
+                return ModelSource(repo_id, path, repo_id, commit, "", variant, configs_only=True)
         except RenderError as e:  # no network: a cached copy still renders
             try:
                 path, commit = hub.cached_snapshot(repo_id, revision)

@@ -39,8 +39,11 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def inspect_model(ref: str, revision: str | None = None, variant: str | None = None) -> ModelInfo:
-    source = loading.resolve_model(ref, revision, variant)
+def inspect_model(ref: str, revision: str | None = None, variant: str | None = None,
+                  weights: bool = True) -> ModelInfo:
+    """The model and its family; weights=False leaves an uncached Hub model's weights unfetched (its configs are
+    what a render is checked against)."""
+    source = loading.resolve_model(ref, revision, variant, weights)
     index = loading.read_model_index(source.path)
     family = family_for(index, str(source.path))
     return ModelInfo(source, index, family, family.geometry(source.path, index))
@@ -116,7 +119,8 @@ def _check_resolved(spec: RenderSpec, info: ModelInfo) -> None:
 
     needs_blocks = spec.cache in step_cache.NEEDS_TWO_BLOCKS
     step_cache.check(spec, info.family.block_count(info.source.path) if needs_blocks else None)
-    lora_infos(spec, info)  # every LoRA read and matched against the checkpoint before any weight is loaded
+    if not info.source.configs_only:  # (else `api.prepare` matches them once the weights are fetched)
+        lora_infos(spec, info)  # every LoRA read and matched against the checkpoint before any weight is loaded
 
 
 def check_sigmas(spec: RenderSpec, info: ModelInfo) -> RenderSpec:

@@ -181,19 +181,21 @@ def build_plan(entries: list[Entry], make_spec: Callable[[str, dict[str, Any]], 
             for index, (key, (entry, s, also)) in enumerate(found.items())]
 
 
-def check_items(items: list[Item]) -> None:
+def check_items(items: list[Item], fetch: bool = True) -> None:
     """What can be checked before loading is bad input (exit 2) for the whole batch, found before anything renders:
     every model must exist and be a supported family, and every item's settings must suit its model. The error
-    names the file and line of the item (and the item's own field, where the value came from the line)."""
-    from videogen.resolve import inspect_model, resolve_spec
+    names the file and line of the item (and the item's own field, where the value came from the line). A Hub
+    model not in the cache is checked against its configs; its weights are fetched (with `fetch`) only once every
+    item has passed, and then its items' LoRAs are matched against them."""
+    from videogen.resolve import inspect_model, lora_infos, resolve_spec
 
     infos: dict[tuple[Any, ...], Any] = {}
     checked: set[tuple[Any, ...]] = set()
     for item in items:
         try:
             model = (item.spec.model, item.spec.revision, item.spec.variant)
-            if model not in infos:
-                infos[model] = inspect_model(*model)
+            if model not in infos:  # a Hub model not in the cache: its configs only, until every item is checked
+                infos[model] = inspect_model(*model, weights=False)
             # The checks depend on neither the prompt nor the seed: 10,000 prompts with one setting check once.
             shape = _settings_of(item.spec)
             if shape not in checked:
@@ -201,3 +203,11 @@ def check_items(items: list[Item]) -> None:
                 checked.add(shape)
         except UserError as e:
             raise UserError(cap(f"{item.where}: {e}")) from None
+    fetched = {model: inspect_model(*model) for model, info in infos.items() if fetch and info.source.configs_only}
+    for item in items:  # the LoRAs of those models, matched against their weights once they are here
+        model = (item.spec.model, item.spec.revision, item.spec.variant)
+        if model in fetched and item.spec.loras:
+            try:
+                lora_infos(item.spec, fetched[model])
+            except UserError as e:
+                raise UserError(cap(f"{item.where}: {e}")) from None

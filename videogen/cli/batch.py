@@ -105,11 +105,11 @@ def run(file: Path, preset: str | None, seeds: str | None, seeds_per_prompt: int
         return b.with_values(bases[model], prompt=prompt, **fields)
 
     items = b.build_plan(entries, make_spec, out_dir, suffix, seed_list, seeds_per_prompt)
-    b.check_items(items)
     if out_dir.is_dir():  # the folder's own names (index.html, thumbs, manifest.jsonl): the run would refuse them
         from videogen.batch.run import check_own_files
 
         check_own_files(out_dir, overwrite)
+    b.check_items(items, fetch=not dry_run)  # a dry run fetches no weights
     if dry_run:
         rank, _world = b.launched_ranks()
         if rank == 0:
