@@ -72,11 +72,6 @@ def probe(vae, n_train: int = 600, n_test: int = 300, seed: int = 7, epochs: int
     return out
 
 
-def vae_with(latent_channels: int):
-    T.VAE_CONFIG["latent_channels"] = latent_channels  # the recipe's functions all build from this config
-    return T.new_vae()
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m videogen.mini.probe2")
     ap.add_argument("stage", choices=["train", "probe"])
@@ -88,13 +83,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
-    vae_with(args.latent_channels)
+    T.VAE_CONFIG["latent_channels"] = args.latent_channels  # the recipe's functions all build from this config
     if args.stage == "train":
         for phase, steps in zip(T.VAE_PHASES, args.steps, strict=True):
             if not (args.work / f"{phase.name}.pt").exists():
                 T.train_vae(args.work, dataclasses.replace(phase, steps=steps))
         return
-    vae = vae_with(args.latent_channels)
+    vae = T.new_vae()
     name = T.VAE_PHASES[-1].name if (args.work / f"{T.VAE_PHASES[-1].name}.pt").exists() else T.VAE_PHASES[0].name
     vae.load_state_dict(torch.load(args.work / f"{name}.pt", map_location="cpu"))
     t0 = time.time()
