@@ -119,7 +119,7 @@ def _check_resolved(spec: RenderSpec, info: ModelInfo) -> None:
 
     needs_blocks = spec.cache in step_cache.NEEDS_TWO_BLOCKS
     step_cache.check(spec, info.family.block_count(info.source.path) if needs_blocks else None)
-    if not info.source.configs_only:  # (else `api.prepare` matches them once the weights are fetched)
+    if not info.source.configs_only:  # (else the caller matches them once the weights are here: api.prepare, check_items)
         lora_infos(spec, info)  # every LoRA read and matched against the checkpoint before any weight is loaded
 
 

@@ -204,9 +204,11 @@ def check_items(items: list[Item], fetch: bool = True) -> None:
         except UserError as e:
             raise UserError(cap(f"{item.where}: {e}")) from None
     fetched = {model: inspect_model(*model) for model, info in infos.items() if fetch and info.source.configs_only}
-    for item in items:  # the LoRAs of those models, matched against their weights once they are here
+    matched: set[tuple[Any, ...]] = set()
+    for item in items:  # the LoRAs of those models, matched against their weights once they are here (once each)
         model = (item.spec.model, item.spec.revision, item.spec.variant)
-        if model in fetched and item.spec.loras:
+        if model in fetched and item.spec.loras and (model, item.spec.loras) not in matched:
+            matched.add((model, item.spec.loras))
             try:
                 lora_infos(item.spec, fetched[model])
             except UserError as e:
